@@ -1,0 +1,226 @@
+"""Machine-checked claims: the last cell of every notebook.
+
+A notebook states each claim of its paper with a threshold fixed before the run, measures it,
+and calls :meth:`Claims.report`. ``report`` shows a pass/fail table, emits a machine-readable
+record (MIME type :data:`MIME`) that ``commlab run`` reads back from the executed notebook, and
+raises :class:`ClaimsFailed` when a *blocking* claim that applies to the profile failed.
+
+Example::
+
+    claims = Claims(profile)
+    claims.add("ef21w-speedup", "EF21-W converges faster than EF21 (Fig. 1)",
+               measured=speedup, op=">=", threshold=2.0, source="Fig. 1")
+    claims.report()
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import numbers
+import operator
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MIME = "application/vnd.commlab.claims+json"
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+_OPS = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "in": lambda value, bounds: bounds[0] <= value <= bounds[1],
+}
+
+
+class ClaimsFailed(AssertionError):
+    """Raised by :meth:`Claims.report` when a blocking claim failed."""
+
+
+def to_jsonable(value):
+    """``value`` as plain JSON data: numpy/torch scalars become Python numbers, arrays become
+    lists, non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"``."""
+    if hasattr(value, "tolist") and not isinstance(value, str):  # numpy arrays/scalars, torch tensors
+        value = value.tolist()
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    raise TypeError(f"measured value must be a number, bool, string or a list of them, got {type(value)}")
+
+
+def _is_nonfinite(value) -> bool:
+    if isinstance(value, list):
+        return any(_is_nonfinite(v) for v in value)
+    return isinstance(value, str) and value in ("nan", "inf", "-inf")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One checked claim. ``status`` is ``"pass"``, ``"fail"`` or ``"skip"`` (the claim does not
+    apply to this profile); ``passed`` is true only for ``"pass"``."""
+
+    id: str
+    statement: str
+    source: str
+    measured: object
+    op: str
+    threshold: object
+    blocking: bool
+    profiles: tuple[str, ...]
+    status: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    @property
+    def expected(self) -> str:
+        if self.op == "in":
+            return f"in [{self.threshold[0]:g}, {self.threshold[1]:g}]"
+        threshold = f"{self.threshold:g}" if isinstance(self.threshold, float) else repr(self.threshold)
+        return f"{self.op} {threshold}"
+
+    def record(self) -> dict:
+        """The claim as stored in ``summary.json``."""
+        return {
+            "id": self.id,
+            "statement": self.statement,
+            "source": self.source,
+            "measured": self.measured,
+            "expected": self.expected,
+            "passed": self.passed,
+            "status": self.status,
+            "blocking": self.blocking,
+            "profiles": list(self.profiles),
+        }
+
+
+class Claims:
+    """The claims of one notebook run under ``profile``."""
+
+    def __init__(self, profile: str):
+        if not isinstance(profile, str) or not profile:
+            raise ValueError(f"profile must be a non-empty string, got {profile!r}")
+        self.profile = profile
+        self.claims: list[Claim] = []
+
+    def add(self, id: str, statement: str, *, measured, op: str, threshold, source: str = "",
+            blocking: bool = True, profiles: Sequence[str] = ("quick", "full")) -> Claim:
+        """Check ``measured <op> threshold`` and record the outcome.
+
+        Args:
+            id: short unique slug, e.g. ``"dgc-accuracy-gap"``.
+            statement: the paper's claim in one line.
+            measured: the measured value (number, bool, or string for ``==``/``!=``).
+            op: one of ``> >= < <= == != in``; ``in`` takes ``threshold=(low, high)``, inclusive.
+            threshold: fixed before the run.
+            source: where the paper makes the claim (figure, table, abstract).
+            blocking: a failing non-blocking claim is reported but does not raise.
+            profiles: the profiles the claim applies to; in others it is recorded as ``skip``.
+        """
+        if not isinstance(id, str) or not _ID.match(id):
+            raise ValueError(f"claim id must be a lowercase slug (a-z 0-9 _ . -), got {id!r}")
+        if any(c.id == id for c in self.claims):
+            raise ValueError(f"claim id {id!r} is used twice")
+        if not isinstance(statement, str) or not statement.strip():
+            raise ValueError(f"claim {id!r}: statement must be a non-empty string")
+        if op not in _OPS:
+            raise ValueError(f"claim {id!r}: op must be one of {sorted(_OPS)}, got {op!r}")
+        if op == "in":
+            if (not isinstance(threshold, Sequence) or len(threshold) != 2
+                    or not all(isinstance(t, numbers.Real) for t in threshold) or threshold[0] > threshold[1]):
+                raise ValueError(f"claim {id!r}: op 'in' needs threshold=(low, high) with low <= high")
+            threshold = (float(threshold[0]), float(threshold[1]))
+        elif op in (">", ">=", "<", "<=") and (
+                isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)
+                or not math.isfinite(threshold)):
+            raise ValueError(f"claim {id!r}: op {op!r} needs a finite number as threshold, got {threshold!r}")
+        if isinstance(profiles, str) or not profiles:
+            raise ValueError(f"claim {id!r}: profiles must be a non-empty sequence of profile names")
+        measured = to_jsonable(measured)
+        threshold = to_jsonable(threshold)
+        if self.profile not in profiles:
+            status = "skip"
+        elif _is_nonfinite(measured):
+            status = "fail"
+        else:
+            try:
+                status = "pass" if _OPS[op](measured, threshold) else "fail"
+            except TypeError as error:
+                raise TypeError(f"claim {id!r}: cannot compare measured {measured!r} {op} {threshold!r}") from error
+        claim = Claim(id, statement, source, measured, op, threshold, bool(blocking), tuple(profiles), status)
+        self.claims.append(claim)
+        return claim
+
+    @property
+    def blocking_failures(self) -> list[Claim]:
+        return [c for c in self.claims if c.status == "fail" and c.blocking]
+
+    def record(self) -> dict:
+        """The machine-readable record the runner reads back (also the payload under :data:`MIME`)."""
+        return {
+            "profile": self.profile,
+            "cpu_seconds": round(time.process_time(), 3),
+            "claims": [c.record() for c in self.claims],
+        }
+
+    def table(self) -> str:
+        """A plain-text pass/fail table."""
+        rows = [("id", "status", "measured", "expected", "blocking")]
+        rows += [(c.id, c.status.upper(), _short(c.measured), c.expected, "yes" if c.blocking else "no")
+                 for c in self.claims]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                         for row in rows)
+
+    def _html(self) -> str:
+        colours = {"pass": "#1a7f37", "fail": "#cf222e", "skip": "#6e7781"}
+        body = "".join(
+            f"<tr><td><code>{html.escape(c.id)}</code></td>"
+            f"<td style='color:{colours[c.status]};font-weight:bold'>{c.status.upper()}</td>"
+            f"<td>{html.escape(c.statement)}</td><td>{html.escape(_short(c.measured))}</td>"
+            f"<td>{html.escape(c.expected)}</td><td>{'yes' if c.blocking else 'no'}</td></tr>"
+            for c in self.claims
+        )
+        head = "".join(f"<th>{h}</th>" for h in ("id", "status", "claim", "measured", "expected", "blocking"))
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def report(self) -> None:
+        """Show the table, emit the record for the runner, and raise :class:`ClaimsFailed` if a
+        blocking claim failed."""
+        if not self.claims:
+            raise ValueError("no claims were added: a notebook must check at least one claim")
+        bundle = {MIME: self.record(), "text/plain": self.table(), "text/html": self._html()}
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:  # pragma: no cover - IPython ships with ipykernel
+            get_ipython = None
+        if get_ipython is not None and get_ipython() is not None:
+            display(bundle, raw=True)
+        else:
+            print(self.table())
+        failures = self.blocking_failures
+        if failures:
+            details = "; ".join(f"{c.id}: measured {_short(c.measured)}, expected {c.expected}" for c in failures)
+            raise ClaimsFailed(f"{len(failures)} blocking claim(s) failed: {details}")
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."

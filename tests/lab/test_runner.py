@@ -1,0 +1,162 @@
+"""The batch runner on fixture notebooks: errors, timeouts, claims, parameters, kernel retries."""
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from commlab import cli
+from commlab.lab import summary as summaries
+from commlab.lab.notebooks import select
+from commlab.lab.runner import run
+
+pytestmark = pytest.mark.notebooks
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _by_name(summary: dict) -> dict:
+    return {Path(e["path"]).stem: e for e in summary["notebooks"]}
+
+
+def test_a_broken_notebook_is_reported_while_the_others_complete(fixtures_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    status = cli.main(["--notebooks", str(fixtures_dir), "run", "passing", "broken", "failing_claim",
+                       "--out", str(out), "--jobs", "2", "--no-progress"])
+    assert status == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["profile"] == "quick"
+    entries = _by_name(summary)
+    assert set(entries) == {"passing", "broken", "failing_claim"}
+    for entry in entries.values():
+        assert set(entry) >= {"path", "status", "seconds", "error", "claims"}
+        assert entry["path"].startswith("notebooks/lab/") and isinstance(entry["seconds"], float)
+    assert entries["broken"]["status"] == "error"
+    assert "ValueError: deliberately broken fixture" in entries["broken"]["error"]
+    assert entries["passing"]["status"] == "ok" and entries["passing"]["error"] is None
+    (claim,) = entries["passing"]["claims"]
+    assert claim["passed"] and claim["measured"] == 4950 and claim["status"] == "pass"
+    failing = {c["id"]: c for c in entries["failing_claim"]["claims"]}
+    assert entries["failing_claim"]["status"] == "ok"
+    assert [failing[k]["status"] for k in ("holds", "too-big", "uncertain")] == ["pass", "fail", "fail"]
+    assert failing["uncertain"]["blocking"] is False
+    markdown = (out / "summary.md").read_text()
+    assert "notebooks/lab/broken.ipynb" in markdown and "deliberately broken fixture" in markdown
+    assert "not reproduced at this scale" in markdown
+    assert (out / "lab" / "passing.ipynb").is_file()
+    assert "summary:" in capsys.readouterr().out
+
+
+def test_only_non_blocking_failures_give_a_zero_exit_status(tmp_path):
+    summary = {"profile": "quick", "notebooks": [
+        {"path": "notebooks/a/b.ipynb", "status": "ok", "seconds": 1.0, "error": None,
+         "claims": [{"id": "x", "statement": "s", "measured": 1, "expected": "> 2", "passed": False,
+                     "status": "fail", "blocking": False}]}]}
+    assert not summaries.failed(summary)
+    summary["notebooks"][0]["claims"][0]["blocking"] = True
+    assert summaries.failed(summary)
+
+
+def _kernels_in(folder: Path) -> list:
+    psutil = pytest.importorskip("psutil")
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        if proc.info["cwd"] == str(folder) and "ipykernel" in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def test_a_slow_notebook_times_out_and_its_kernel_is_stopped(fixtures_dir, tmp_path):
+    assert _kernels_in(fixtures_dir / "lab") == []
+    summary = run(select(fixtures_dir, ["slow"]), out_dir=tmp_path, timeout=8, progress=False)
+    (entry,) = summary["notebooks"]
+    assert entry["status"] == "timeout"
+    assert entry["error"].startswith("timed out after 8 s")
+    assert entry["seconds"] < 30
+    assert _kernels_in(fixtures_dir / "lab") == []
+
+
+def test_unknown_parameters_are_rejected_before_anything_runs(fixtures_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    status = cli.main(["--notebooks", str(fixtures_dir), "run", "passing", "broken", "-p", "n", "3",
+                       "-p", "learning_rate", "0.1", "--out", str(out)])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "unknown parameter(s) learning_rate" in error and "notebooks/lab/passing.ipynb" in error
+    assert not out.exists()
+
+
+def test_parameters_reach_the_notebook(fixtures_dir, tmp_path):
+    summary = run(select(fixtures_dir, ["passing"]), out_dir=tmp_path, params={"n": 10}, progress=False)
+    (claim,) = summary["notebooks"][0]["claims"]
+    assert claim["measured"] == 45 and claim["passed"]
+
+
+def test_unmatched_patterns_are_an_error(fixtures_dir):
+    with pytest.raises(ValueError, match="no notebook matches 'nonexistent'; available: lab/broken"):
+        select(fixtures_dir, ["nonexistent"])
+    assert [nb.key for nb in select(fixtures_dir, ["lab/p*", "broken"])] == ["lab/broken", "lab/passing"]
+
+
+def _kernel(tmp_path: Path, script: str) -> dict:
+    """A JUPYTER_PATH whose ``python3`` kernel runs ``script`` (with sys.argv of ipykernel)."""
+    kernel_dir = tmp_path / "jupyter" / "kernels" / "python3"
+    kernel_dir.mkdir(parents=True)
+    (kernel_dir / "launch.py").write_text(textwrap.dedent(script))
+    spec = {"argv": [sys.executable, str(kernel_dir / "launch.py"), "-f", "{connection_file}"],
+            "display_name": "Python 3", "language": "python"}
+    (kernel_dir / "kernel.json").write_text(json.dumps(spec))
+    return {"JUPYTER_PATH": str(tmp_path / "jupyter"), "MARKER": str(tmp_path / "started-once")}
+
+
+def test_a_kernel_that_fails_to_start_is_retried_once(fixtures_dir, tmp_path, monkeypatch):
+    env = _kernel(tmp_path, """
+        import os, sys
+        marker = os.environ["MARKER"]
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            sys.exit(1)  # the first start fails
+        from ipykernel import kernelapp
+        kernelapp.launch_new_instance()
+    """)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    summary = run(select(fixtures_dir, ["passing"]), out_dir=tmp_path / "run", progress=False)
+    (entry,) = summary["notebooks"]
+    assert entry["status"] == "ok" and entry["attempts"] == 2
+    assert entry["claims"][0]["passed"]
+
+
+def test_a_kernel_that_never_starts_is_an_error_after_two_attempts(fixtures_dir, tmp_path, monkeypatch):
+    env = _kernel(tmp_path, "import sys\nsys.exit(1)\n")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    summary = run(select(fixtures_dir, ["passing"]), out_dir=tmp_path / "run", progress=False)
+    (entry,) = summary["notebooks"]
+    assert entry["status"] == "error" and entry["attempts"] == 2
+    assert entry["error"].startswith("kernel failed to start twice")
+
+
+def test_the_template_runs_and_writes_its_figure_under_the_run_folder(tmp_path):
+    template = ROOT / "notebooks" / "_template.ipynb"
+    summary = run(select(ROOT / "notebooks", [str(template)]), out_dir=tmp_path, progress=False)
+    (entry,) = summary["notebooks"]
+    assert entry["status"] == "ok", entry["error"]
+    assert [c["status"] for c in entry["claims"]] == ["pass"]
+    assert entry["cpu_seconds"] > 0
+    assert (tmp_path / "figures" / "template" / "_template" / "rmse_vs_n.png").is_file()
+    assert not (ROOT / "figures" / "template").exists()
+
+
+def test_report_turns_a_summary_into_results(fixtures_dir, tmp_path, monkeypatch):
+    summary = run(select(fixtures_dir, ["failing_claim"]), out_dir=tmp_path / "run", progress=False)
+    assert summary["notebooks"][0]["status"] == "ok"
+    monkeypatch.setenv("COMMLAB_ROOT", str(tmp_path))
+    results = tmp_path / "RESULTS.md"
+    assert cli.main(["report", str(tmp_path / "run" / "summary.json"), "--out", str(results)]) == 0
+    text = results.read_text()
+    assert "## Fixture: failing_claim" in text
+    assert "| Fixture: failing_claim | `notebooks/lab/failing_claim.ipynb` | ok | 1/3 |" in text
+    assert "| `too-big` | sum(range(n)) exceeds n^2 | 4950 | > 10000 | FAIL |" in text
+    assert "not reproduced at this scale" in text

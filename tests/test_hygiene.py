@@ -1,0 +1,77 @@
+"""Every committed notebook follows the template (design.md, "Notebook template")."""
+
+import json
+from pathlib import Path
+
+import papermill
+import pytest
+
+from commlab.lab.notebooks import discover, index_markdown
+from commlab.lab.paths import AREAS
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+ALL = sorted(p for p in NOTEBOOKS.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+PAPERS = discover(NOTEBOOKS)
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _tags(cell: dict) -> list:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+@pytest.fixture(params=ALL, ids=lambda p: p.relative_to(NOTEBOOKS).as_posix())
+def notebook(request) -> Path:
+    return request.param
+
+
+def test_template_exists():
+    assert NOTEBOOKS / "_template.ipynb" in ALL
+
+
+def test_outputs_are_stripped(notebook):
+    for index, cell in enumerate(_load(notebook)["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [], f"cell {index} has outputs"
+            assert cell["execution_count"] is None, f"cell {index} has an execution count"
+
+
+def test_exactly_one_parameters_cell_with_quick_profile_and_seed(notebook):
+    cells = _load(notebook)["cells"]
+    assert sum("parameters" in _tags(cell) for cell in cells) == 1
+    params = papermill.inspect_notebook(str(notebook))
+    assert params["profile"]["default"] in ('"quick"', "'quick'")
+    assert "seed" in params and "device" in params
+
+
+def test_last_cell_is_the_claims_cell(notebook):
+    last = _load(notebook)["cells"][-1]
+    assert last["cell_type"] == "code" and "claims" in _tags(last)
+    assert "Claims(" in "".join(last["source"]) and ".report()" in "".join(last["source"])
+
+
+def test_kernelspec_and_metadata(notebook):
+    metadata = _load(notebook)["metadata"]
+    assert metadata["kernelspec"]["name"] == "python3"
+    info = metadata["commlab"]
+    assert {"area", "slug", "title", "year", "tier"} <= set(info)
+
+
+def test_deviations_are_stated(notebook):
+    markdown = "".join("".join(c["source"]) for c in _load(notebook)["cells"] if c["cell_type"] == "markdown")
+    assert "Deviations from the paper" in markdown
+
+
+@pytest.mark.parametrize("paper", PAPERS, ids=lambda nb: nb.key)
+def test_paper_notebooks_live_in_their_area_under_their_slug(paper):
+    area, slug = paper.key.split("/")
+    assert area in AREAS and paper.meta["area"] == area and paper.meta["slug"] == slug
+    assert paper.meta["tier"] in ("T1", "T2", "T3")
+
+
+def test_index_lists_every_notebook():
+    assert (NOTEBOOKS / "README.md").read_text(encoding="utf-8") == index_markdown(PAPERS), (
+        "notebooks/README.md is out of date: run `commlab list --write-index`")

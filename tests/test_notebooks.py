@@ -1,0 +1,38 @@
+"""Every paper notebook, executed once per test session in the quick profile, in parallel.
+
+Each notebook must run to the end, pass its blocking claims, and stay within the quick CPU budget
+(briefs/_conventions.md §2: warn above 90 CPU-s, fail above 180 CPU-s).
+"""
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+from commlab.lab.notebooks import discover
+from commlab.lab.runner import run
+from commlab.lab.summary import blocking_failures
+
+pytestmark = pytest.mark.notebooks
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+PAPERS = discover(NOTEBOOKS)
+WARN_CPU_SECONDS, MAX_CPU_SECONDS = 90, 180
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory) -> dict:
+    summary = run(PAPERS, profile="quick", out_dir=tmp_path_factory.mktemp("quick"), progress=False)
+    return {entry["path"]: entry for entry in summary["notebooks"]}
+
+
+@pytest.mark.parametrize("paper", PAPERS, ids=lambda nb: nb.key)
+def test_notebook_runs_and_its_claims_hold(paper, quick_run):
+    entry = quick_run[paper.display_path]
+    assert entry["status"] == "ok", entry["error"]
+    assert entry["claims"], "no claims recorded"
+    failures = blocking_failures(entry)
+    assert not failures, [(c["id"], c["measured"], c["expected"]) for c in failures]
+    cpu = entry["cpu_seconds"]
+    assert cpu <= MAX_CPU_SECONDS, f"{cpu:.0f} CPU-s is over the quick budget"
+    if cpu > WARN_CPU_SECONDS:
+        warnings.warn(f"{paper.key}: {cpu:.0f} CPU-s, above the {WARN_CPU_SECONDS} CPU-s target", stacklevel=1)
