@@ -1,0 +1,39 @@
+"""Offline data loaders and client partitioners (conventions §3).
+
+Loaders (nothing is downloaded unless the user allows it; scikit-learn and scikit-image are
+imported only when a loader that needs them is called):
+
+* :func:`fashion_mnist` — Fashion-MNIST from the Debian package, ``$COMMLAB_DATA`` or the user
+  cache (opt-in download), float32 ``[N, 1, 28, 28]`` images and int64 labels.
+* :func:`digits` — scikit-learn's 8x8 digits, float32 ``[N, 1, 8, 8]``, with a seeded train/test split.
+* :func:`photos` — whole bundled colour photos (train sources, or held-out test sources).
+* :func:`photo_patches` — seeded random 32x32 crops with flips: a CIFAR-like substitute.
+* :func:`stdlib_corpus` / :class:`TextCorpus` — character-level text from the Python standard library.
+
+Partitioners (numpy, seeded, one sorted int64 index array per client):
+
+* :func:`iid`, :func:`k_classes`, :func:`dirichlet`, and :func:`train_test_indices`.
+
+Note: the functions ``fashion_mnist``, ``digits`` and ``photos`` share their names with their
+modules, so ``commlab.data.photos`` is the function; reach a module with
+``importlib.import_module("commlab.data.photos")``.
+"""
+
+from .digits import digits
+from .fashion_mnist import fashion_mnist
+from .partition import dirichlet, iid, k_classes, train_test_indices
+from .photos import photo_patches, photos
+from .text import TextCorpus, stdlib_corpus
+
+__all__ = [
+    "fashion_mnist",
+    "digits",
+    "photos",
+    "photo_patches",
+    "stdlib_corpus",
+    "TextCorpus",
+    "iid",
+    "k_classes",
+    "dirichlet",
+    "train_test_indices",
+]

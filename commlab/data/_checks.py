@@ -1,0 +1,61 @@
+"""Argument checks shared by the data loaders.
+
+Each check raises ``TypeError`` for a value of the wrong type and ``ValueError`` for a value out of
+range, and the message names the argument and the allowed range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Real
+
+import numpy as np
+
+
+def check_int(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as a Python int, if it is an integer (not a bool) in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}: {value!r}")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        if high is None:
+            allowed = f">= {low}"
+        elif low is None:
+            allowed = f"<= {high}"
+        else:
+            allowed = f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {allowed}, got {value}")
+    return value
+
+
+def check_seed(seed) -> int:
+    """A seed for ``np.random.default_rng``: a non-negative integer."""
+    return check_int("seed", seed, low=0)
+
+
+def check_choice(name: str, value, choices: Sequence[str | None]):
+    """``value`` if it is one of ``choices`` (strings, or None)."""
+    if not (value is None or isinstance(value, str)) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)!r}, got {value!r}")
+    return value
+
+
+def check_fraction(name: str, value) -> float:
+    """``value`` as a float strictly between 0 and 1."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number in (0, 1), got {type(value).__name__}: {value!r}")
+    value = float(value)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be in the open interval (0, 1), got {value}")
+    return value
+
+
+def check_positive(name: str, value) -> float:
+    """``value`` as a float that is finite and > 0."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a positive real number, got {type(value).__name__}: {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    return value
