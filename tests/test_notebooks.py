@@ -25,6 +25,7 @@ def quick_run(tmp_path_factory) -> dict:
     return {entry["path"]: entry for entry in summary["notebooks"]}
 
 
+@pytest.mark.timeout(3600)  # the first test also waits for the whole batch
 @pytest.mark.parametrize("paper", PAPERS, ids=lambda nb: nb.key)
 def test_notebook_runs_and_its_claims_hold(paper, quick_run):
     entry = quick_run[paper.display_path]

@@ -102,7 +102,7 @@ def run_one(nb: NotebookInfo, *, profile: str, out_dir: Path, timeout: float, pa
     executed.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.update({name: str(threads) for name in THREAD_VARIABLES})
-    env.update(COMMLAB_RUN_DIR=str(out_dir), COMMLAB_NOTEBOOK=nb.key, PYTHONUNBUFFERED="1")
+    env.update(COMMLAB_RUN_DIR=str(out_dir), PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "commlab.lab.execute", str(nb.path), str(executed),
                "--cwd", str(nb.path.parent), "--parameters", json.dumps(params), "--result", str(result_file)]
     start = time.monotonic()

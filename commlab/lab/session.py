@@ -72,7 +72,7 @@ def setup(profile: str = "quick", seed: int = 0, *, notebook: str | None = None,
     Args:
         profile: ``"quick"`` (CI, about a CPU-minute) or ``"full"``.
         seed: non-negative integer; all randomness in the notebook derives from it.
-        notebook: ``"<area>/<slug>"``; defaults to ``$COMMLAB_NOTEBOOK`` (set by the runner).
+        notebook: ``"<area>/<slug>"``, which names the notebook's figure folder.
         device: ``"auto"`` (CUDA only in the full profile and only if present), ``"cpu"`` or ``"cuda"``.
         threads: torch intra-op threads.
     """
@@ -82,7 +82,6 @@ def setup(profile: str = "quick", seed: int = 0, *, notebook: str | None = None,
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    notebook = notebook or os.environ.get("COMMLAB_NOTEBOOK") or None
     if notebook is not None and not _NOTEBOOK_ID.match(notebook):
         raise ValueError(f"notebook must look like '<area>/<slug>', got {notebook!r}")
     if device == "auto":

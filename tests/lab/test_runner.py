@@ -1,6 +1,7 @@
 """The batch runner on fixture notebooks: errors, timeouts, claims, parameters, kernel retries."""
 
 import json
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -160,3 +161,17 @@ def test_report_turns_a_summary_into_results(fixtures_dir, tmp_path, monkeypatch
     assert "| Fixture: failing_claim | `notebooks/lab/failing_claim.ipynb` | ok | 1/3 |" in text
     assert "| `too-big` | sum(range(n)) exceeds n^2 | 4950 | > 10000 | FAIL |" in text
     assert "not reproduced at this scale" in text
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_each_job_gets_its_share_of_the_cores(fixtures_dir, tmp_path, monkeypatch, jobs):
+    monkeypatch.setattr("commlab.lab.runner.available_cores", lambda: 2)
+    notebooks = tmp_path / "notebooks" / "lab"
+    notebooks.mkdir(parents=True)
+    for name in ("first", "second"):
+        shutil.copy(fixtures_dir / "lab" / "threads.ipynb", notebooks / f"{name}.ipynb")
+    summary = run(select(notebooks.parent, []), out_dir=tmp_path / "run", jobs=jobs,
+                  params={"expected_threads": 2 // jobs}, progress=False)
+    assert summary["jobs"] == jobs and summary["threads_per_job"] == 2 // jobs
+    for entry in summary["notebooks"]:
+        assert [c["status"] for c in entry["claims"]] == ["pass", "pass"], entry
