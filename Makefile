@@ -18,15 +18,15 @@ help: ## list the targets
 # torch first, pinned to the CPU wheel: an unpinned torch would pull a multi-GB CUDA build.
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet --quiet torch==2.13.0
 	@touch $@
 
 # One stamp per set of extras; each is redone when pyproject.toml changes.
 $(VENV)/.installed-%: pyproject.toml | $(VENV)/.torch
-	$(PY) -m pip install --quiet -e ".[$(subst +,$(comma),$*)]"
+	$(PY) -m pip install --quiet --quiet -e ".[$(subst +,$(comma),$*)]"
 	@touch $@
 $(VENV)/.installed: pyproject.toml | $(VENV)/.torch
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet --quiet -e .
 	@touch $@
 comma := ,
 
@@ -42,7 +42,7 @@ lint: $(VENV)/.installed-dev ## ruff, and a check that notebooks are committed w
 	git ls-files -z '*.ipynb' | xargs -0 -r $(BIN)/nbstripout --verify
 
 lab: $(VENV)/.installed-notebooks ## open JupyterLab on notebooks/ with the project's environment
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 index: $(VENV)/.installed ## regenerate notebooks/README.md from the notebooks' metadata
 	$(BIN)/commlab list --write-index
