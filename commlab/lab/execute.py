@@ -15,15 +15,13 @@ import sys
 from pathlib import Path
 
 from commlab.lab.files import atomic_write_text
+from commlab.lab.notebooks import read_cells
 
 CLAIMS_EXCEPTION = "ClaimsFailed"
 
 
 def _any_cell_started(output: Path) -> bool:
-    try:
-        cells = json.loads(output.read_text(encoding="utf-8"))["cells"]
-    except (OSError, ValueError, KeyError):
-        return False
+    cells = read_cells(output) or []
     return any(cell.get("metadata", {}).get("papermill", {}).get("start_time") for cell in cells)
 
 

@@ -53,6 +53,14 @@ class NotebookInfo:
         return self.meta.get("tier", "?")
 
 
+def read_cells(path: Path) -> list[dict] | None:
+    """The cells of a (possibly partly written) notebook file, or None when it cannot be read."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def read_info(path: Path, notebooks_dir: Path) -> NotebookInfo:
     """Read ``path``'s ``commlab`` metadata (without executing anything)."""
     with open(path, encoding="utf-8") as handle:

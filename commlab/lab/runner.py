@@ -20,7 +20,7 @@ import psutil
 
 from commlab.lab import summary as summaries
 from commlab.lab.claims import MIME
-from commlab.lab.notebooks import NotebookInfo, parameters
+from commlab.lab.notebooks import NotebookInfo, parameters, read_cells
 from commlab.lab.paths import git_commit
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -49,12 +49,8 @@ def check_parameters(notebooks: list[NotebookInfo], names) -> None:
 
 def read_claims(executed: Path) -> dict | None:
     """The last claims record (MIME :data:`commlab.lab.claims.MIME`) in an executed notebook."""
-    try:
-        cells = json.loads(executed.read_text(encoding="utf-8"))["cells"]
-    except (OSError, ValueError, KeyError):
-        return None
     record = None
-    for cell in cells:
+    for cell in read_cells(executed) or []:
         for output in cell.get("outputs", []):
             if MIME in output.get("data", {}):
                 record = output["data"][MIME]
@@ -62,11 +58,7 @@ def read_claims(executed: Path) -> dict | None:
 
 
 def _running_cell(executed: Path) -> int | None:
-    try:
-        cells = json.loads(executed.read_text(encoding="utf-8"))["cells"]
-    except (OSError, ValueError, KeyError):
-        return None
-    for index, cell in enumerate(cells):
+    for index, cell in enumerate(read_cells(executed) or []):
         if cell.get("metadata", {}).get("papermill", {}).get("status") == "running":
             return index
     return None
