@@ -101,7 +101,7 @@ def run_one(nb: NotebookInfo, *, profile: str, out_dir: Path, timeout: float, pa
     status, error, attempts = "error", None, 0
     for attempts in (1, 2):
         result_file.unlink(missing_ok=True)
-        with open(log, "a", encoding="utf-8") as handle:
+        with open(log, "w" if attempts == 1 else "a", encoding="utf-8") as handle:
             handle.write(f"--- attempt {attempts}: {' '.join(command)}\n")
             handle.flush()
             proc = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT,

@@ -127,6 +127,8 @@ def test_a_kernel_that_fails_to_start_is_retried_once(fixtures_dir, tmp_path, mo
     (entry,) = summary["notebooks"]
     assert entry["status"] == "ok" and entry["attempts"] == 2
     assert entry["claims"][0]["passed"]
+    log = (tmp_path / "run" / "lab" / "passing.log").read_text()
+    assert "--- attempt 1" in log and "--- attempt 2" in log
 
 
 def test_a_kernel_that_never_starts_is_an_error_after_two_attempts(fixtures_dir, tmp_path, monkeypatch):
