@@ -85,13 +85,13 @@ def _kill_tree(pid: int) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
-def run_one(nb: NotebookInfo, *, profile: str, out_dir: Path, timeout: float, params: dict,
-            threads: int) -> dict:
+def run_one(nb: NotebookInfo, *, out_dir: Path, timeout: float, params: dict, threads: int) -> dict:
     """Execute one notebook and return its ``summary.json`` entry."""
     executed = out_dir / nb.rel
     log = executed.with_suffix(".log")
     result_file = executed.with_suffix(".result.json")
     executed.parent.mkdir(parents=True, exist_ok=True)
+    executed.unlink(missing_ok=True)  # never read back claims of an earlier run
     env = dict(os.environ)
     env.update({name: str(threads) for name in THREAD_VARIABLES})
     env.update(COMMLAB_RUN_DIR=str(out_dir), PYTHONUNBUFFERED="1")
@@ -177,7 +177,7 @@ def run(notebooks: list[NotebookInfo], *, profile: str = "quick", out_dir: Path,
     summaries.write(summary, out_dir)
     bar = _progress(len(notebooks), progress)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(run_one, nb, profile=profile, out_dir=out_dir, timeout=timeout,
+        futures = {pool.submit(run_one, nb, out_dir=out_dir, timeout=timeout,
                                params={"profile": profile, **params}, threads=threads): nb
                    for nb in notebooks}
         for future in as_completed(futures):

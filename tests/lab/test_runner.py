@@ -132,13 +132,16 @@ def test_a_kernel_that_fails_to_start_is_retried_once(fixtures_dir, tmp_path, mo
 
 
 def test_a_kernel_that_never_starts_is_an_error_after_two_attempts(fixtures_dir, tmp_path, monkeypatch):
+    notebooks = select(fixtures_dir, ["passing"])
+    assert run(notebooks, out_dir=tmp_path / "run", progress=False)["notebooks"][0]["claims"]
     env = _kernel(tmp_path, "import sys\nsys.exit(1)\n")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    summary = run(select(fixtures_dir, ["passing"]), out_dir=tmp_path / "run", progress=False)
+    summary = run(notebooks, out_dir=tmp_path / "run", progress=False)  # same folder as the good run
     (entry,) = summary["notebooks"]
     assert entry["status"] == "error" and entry["attempts"] == 2
     assert entry["error"].startswith("kernel failed to start twice")
+    assert entry["claims"] == []  # nothing is read back from the earlier run's executed copy
 
 
 def test_the_template_runs_and_writes_its_figure_under_the_run_folder(tmp_path):
