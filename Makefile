@@ -23,12 +23,11 @@ $(VENV)/.torch:
 
 # One stamp per set of extras; each is redone when pyproject.toml changes.
 $(VENV)/.installed-%: pyproject.toml | $(VENV)/.torch
-	$(PY) -m pip install --quiet --quiet -e ".[$(subst +,$(comma),$*)]"
+	$(PY) -m pip install --quiet --quiet -e ".[$*]"
 	@touch $@
 $(VENV)/.installed: pyproject.toml | $(VENV)/.torch
 	$(PY) -m pip install --quiet --quiet -e .
 	@touch $@
-comma := ,
 
 run: $(VENV)/.installed ## set up .venv and run every notebook headlessly (PROFILE=quick) → runs/<profile>/summary.md
 	$(BIN)/commlab run --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS)) $(RUN_ARGS)
