@@ -1,0 +1,132 @@
+"""The compressor interface shared by every scheme in :mod:`commlab.compress`.
+
+A compressor maps a vector ``x`` of shape ``[d]``, or a stack of worker rows ``[W, d]`` compressed
+row by row in one call, to a :class:`~commlab.compress.payload.Payload`, and back::
+
+    payload = compressor.compress(x, generator=g)   # what crosses the wire; payload.bits is exact
+    x_hat = compressor.decompress(payload)          # same shape and dtype as x
+
+Constants (briefs/_conventions.md §5), where they exist:
+
+* ``omega`` — unbiased compressors: E C(x) = x and E‖C(x) − x‖² ≤ ω‖x‖²;
+* ``alpha`` — contractive compressors: E‖C(x) − x‖² ≤ (1 − α)‖x‖²;
+* ``linear`` — payloads of different workers can be summed value by value (all-reduce) and the
+  sum decompresses to the sum of the decompressed rows (:meth:`Compressor.reduce`);
+* ``homogeneous`` — C(λx) = λC(x) for λ > 0.
+
+``omega`` and ``alpha`` hold for every dimension; :meth:`Compressor.omega_for` and
+:meth:`Compressor.alpha_for` give the (tighter) constant for a given ``d``.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from commlab.compress.payload import Part, Payload
+
+KINDS = ("identity", "unbiased", "contractive", "biased")
+
+
+def check_ratio(ratio: float | None, k: int | None) -> None:
+    """Exactly one of ``ratio`` in (0, 1] or ``k`` >= 1 must be given."""
+    if (ratio is None) == (k is None):
+        raise ValueError(f"give exactly one of ratio= or k=, got ratio={ratio!r}, k={k!r}")
+    if ratio is not None and not 0 < ratio <= 1:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+
+
+def kept(ratio: float | None, k: int | None, d: int) -> int:
+    """Number of coordinates kept out of ``d``: ``k``, or ``ceil(ratio * d)`` (at least 1)."""
+    if k is not None:
+        if k > d:
+            raise ValueError(f"k={k} is larger than the dimension d={d}")
+        return k
+    return max(1, min(d, int(-(-ratio * d // 1))))
+
+
+class Compressor:
+    """Base class: input checks, the ``[d]`` / ``[W, d]`` convention and the constants.
+
+    Subclasses implement ``_encode(rows [W, d], generator) -> tuple[Part, ...]`` and
+    ``_decode(payload, W, d) -> [W, d]``.
+    """
+
+    kind: str = "biased"
+    omega: float | None = None
+    alpha: float | None = None
+    linear: bool = False
+    homogeneous: bool = False
+    random: bool = False  # whether compress() draws from the generator
+
+    def compress(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Payload:
+        """Compress ``x`` (shape ``[d]`` or ``[W, d]``, floating dtype, finite) row by row."""
+        rows = self._rows(x)
+        if self.random and generator is None:
+            raise ValueError(f"{type(self).__name__} is randomised: pass generator=torch.Generator()")
+        return Payload(tuple(self._encode(rows, generator)), tuple(x.shape), x.dtype)
+
+    def decompress(self, payload: Payload) -> torch.Tensor:
+        """The tensor the receiver reconstructs, with the shape and dtype that were compressed."""
+        if not isinstance(payload, Payload):
+            raise TypeError(f"payload must be a Payload, got {type(payload).__name__}")
+        rows = payload.workers
+        d = payload.shape[-1]
+        return self._decode(payload, rows, d).to(payload.dtype).reshape(payload.shape)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``decompress(compress(x))``: what the receiver sees."""
+        return self.decompress(self.compress(x, generator))
+
+    def reduce(self, payload: Payload) -> Payload:
+        """Sum the rows of a stacked ``[W, d]`` payload value by value, as an all-reduce would.
+
+        Only for linear compressors, whose rows share everything but their ``"values"`` part (no
+        indices, or shared ones): the result is a one-row payload of shape ``[d]``.
+        """
+        if not self.linear:
+            raise TypeError(f"{type(self).__name__} is not linear: its payloads need an all-gather")
+        if len(payload.shape) != 2:
+            raise ValueError(f"reduce needs a stacked payload of shape [W, d], got {payload.shape}")
+        parts = []
+        for part in payload.parts:
+            row = part.rows()
+            if part.name == "values":
+                acc = torch.float64 if part.data.dtype == torch.float64 else torch.float32
+                data = torch.stack(row).to(acc).sum(dim=0).to(part.data.dtype)
+            else:
+                data = row[0]
+            parts.append(Part(part.name, data, part.kind, part.counts[:1], part.width, part.dim))
+        return Payload(tuple(parts), payload.shape[1:], payload.dtype)
+
+    def omega_for(self, d: int) -> float | None:
+        """The variance constant ω for dimension ``d`` (unbiased compressors)."""
+        return self.omega
+
+    def alpha_for(self, d: int) -> float | None:
+        """The contraction constant α for dimension ``d`` (contractive compressors)."""
+        return self.alpha
+
+    def __repr__(self) -> str:
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        settings = ", ".join(f"{n}={getattr(self, n)!r}" for n in names if hasattr(self, n))
+        return f"{type(self).__name__}({settings})"
+
+    # -- input checks -------------------------------------------------------------------------
+
+    @staticmethod
+    def _rows(x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if not (x.is_floating_point()):
+            raise TypeError(f"x must have a floating dtype, got {x.dtype}")
+        if x.dim() not in (1, 2):
+            raise ValueError(f"x must have shape [d] or [W, d], got {tuple(x.shape)}")
+        if x.numel() == 0:
+            raise ValueError(f"x must not be empty, got shape {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError("x contains NaN or Inf")
+        return x.detach().reshape(-1, x.shape[-1])

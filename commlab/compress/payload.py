@@ -1,0 +1,232 @@
+"""What a compressor puts on the wire, and how many bits that is.
+
+A :class:`Payload` is a tuple of :class:`Part` objects (values, indices, scales, codes), the
+original shape and dtype. Every part knows its exact wire size, row by row (one row per worker):
+
+* ``"float"`` parts send the raw bit pattern of their dtype (32 bits for float32, 16 for fp16/bf16,
+  8 for fp8); ``"uint"`` parts send unsigned integer codes of ``width`` bits each (sign bits,
+  QSGD levels, E3M0 codes);
+* ``"index"`` parts send the sorted positions of the kept coordinates of a length-``dim`` row as
+  whichever is cheaper: a list of ``k`` indices of ``ceil(log2 dim)`` bits, or a ``dim``-bit bitmap,
+  so a row costs ``min(k * ceil(log2 dim), dim)`` bits (briefs/_conventions.md §5);
+* ``"shared"`` parts cost nothing: both ends derive them from shared randomness (a shared seed),
+  like the coordinates of shared-index Rand-k. They travel in the header.
+
+Shapes, dtypes, the number of kept coordinates per row and the compressor's settings are static
+metadata known to both ends (the :class:`Header`); they are not counted. :meth:`Payload.to_bytes`
+writes exactly ``ceil(bits / 8)`` bytes and :meth:`Payload.from_bytes` reads them back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+PART_KINDS = ("float", "uint", "index", "shared")
+_FLOAT_WIDTH = {
+    torch.float64: 64,
+    torch.float32: 32,
+    torch.float16: 16,
+    torch.bfloat16: 16,
+    torch.float8_e4m3fn: 8,
+    torch.float8_e5m2: 8,
+}
+_UINT_VIEW = {64: torch.int64, 32: torch.int32, 16: torch.int16, 8: torch.uint8}
+
+
+def index_width(dim: int) -> int:
+    """Bits of one index into a row of ``dim`` coordinates: ``ceil(log2 dim)``, at least 1."""
+    return max(1, math.ceil(math.log2(dim))) if dim > 1 else 1
+
+
+def float_width(dtype: torch.dtype) -> int:
+    """Bits of one value of floating dtype ``dtype`` on the wire."""
+    if dtype not in _FLOAT_WIDTH:
+        raise TypeError(f"no wire format for dtype {dtype}; use one of {sorted(map(str, _FLOAT_WIDTH))}")
+    return _FLOAT_WIDTH[dtype]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One field of a payload, flattened over rows.
+
+    Attributes:
+        name: field name, e.g. ``"values"``, ``"indices"``, ``"scale"``.
+        data: 1-D tensor holding the field for all rows, row after row.
+        kind: ``"float"`` (raw bits of ``data.dtype``), ``"uint"`` (codes of ``width`` bits),
+            ``"index"`` (sorted positions within a row of length ``dim``) or ``"shared"`` (known to
+            both ends from a shared seed; 0 bits).
+        counts: elements of ``data`` in each row (length W).
+        width: bits per element for ``"uint"``; ``ceil(log2 dim)`` for ``"index"``; the dtype's width
+            for ``"float"``.
+        dim: row length the indices point into (``"index"`` parts only).
+    """
+
+    name: str
+    data: torch.Tensor
+    kind: str
+    counts: tuple[int, ...]
+    width: int
+    dim: int = 0
+
+    @classmethod
+    def floats(cls, name: str, values: torch.Tensor) -> Part:
+        """Values of shape ``[W, n]`` sent with the raw bits of their dtype."""
+        rows, n = values.shape
+        return cls(name, values.reshape(-1), "float", (n,) * rows, float_width(values.dtype))
+
+    @classmethod
+    def codes(cls, name: str, codes: torch.Tensor, width: int) -> Part:
+        """Unsigned integer codes of shape ``[W, n]``, each below ``2**width``."""
+        rows, n = codes.shape
+        return cls(name, codes.reshape(-1).to(torch.int64), "uint", (n,) * rows, width)
+
+    @classmethod
+    def indices(cls, name: str, positions: torch.Tensor, counts, dim: int) -> Part:
+        """Sorted positions, concatenated over rows; ``counts[w]`` of them belong to row ``w``."""
+        counts = tuple(int(c) for c in counts)
+        return cls(name, positions.reshape(-1).to(torch.int64), "index", counts, index_width(dim), dim)
+
+    def row_bits(self) -> tuple[int, ...]:
+        """Wire bits of this part in each row."""
+        if self.kind == "index":
+            return tuple(min(c * self.width, self.dim) for c in self.counts)
+        if self.kind == "shared":
+            return (0,) * len(self.counts)
+        return tuple(c * self.width for c in self.counts)
+
+    def rows(self) -> list[torch.Tensor]:
+        """The part split back into its rows."""
+        return list(torch.split(self.data, list(self.counts)))
+
+    def header(self) -> tuple:
+        dtype = self.data.dtype if self.kind == "float" else None
+        shared = self.data if self.kind == "shared" else None
+        return (self.name, self.kind, self.counts, self.width, self.dim, dtype, shared)
+
+
+@dataclass(frozen=True)
+class Header:
+    """Static metadata both ends know: the original shape and dtype, and each part's layout."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    parts: tuple[tuple, ...]
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A compressed message for one vector ``[d]`` or a stack of worker rows ``[W, d]``.
+
+    Attributes:
+        parts: the fields that cross the wire.
+        shape: shape of the compressed tensor.
+        dtype: dtype of the compressed tensor (and of the decompressed one).
+    """
+
+    parts: tuple[Part, ...]
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    def __getitem__(self, name: str) -> Part:
+        for part in self.parts:
+            if part.name == name:
+                return part
+        raise KeyError(f"payload has no part {name!r}; it has {[p.name for p in self.parts]}")
+
+    @property
+    def workers(self) -> int:
+        return self.shape[0] if len(self.shape) == 2 else 1
+
+    @property
+    def row_bits(self) -> tuple[int, ...]:
+        """Wire bits sent by each row (worker)."""
+        totals = [0] * self.workers
+        for part in self.parts:
+            for w, bits in enumerate(part.row_bits()):
+                totals[w] += bits
+        return tuple(totals)
+
+    @property
+    def bits(self) -> int:
+        """Total wire bits over all rows: values + indices + scales + codes."""
+        return sum(self.row_bits)
+
+    @property
+    def header(self) -> Header:
+        return Header(tuple(self.shape), self.dtype, tuple(p.header() for p in self.parts))
+
+    def to_bytes(self) -> bytes:
+        """Pack every part into one bit stream of exactly ``ceil(self.bits / 8)`` bytes."""
+        chunks = [_part_bits(part) for part in self.parts if part.kind != "shared"]
+        stream = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint8)
+        assert stream.size == self.bits
+        return np.packbits(stream, bitorder="little").tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, header: Header) -> Payload:
+        """Inverse of :meth:`to_bytes`, given the static ``header`` of the payload."""
+        stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
+        parts, at = [], 0
+        for name, kind, counts, width, dim, dtype, shared in header.parts:
+            if kind == "shared":
+                parts.append(Part(name, shared, kind, counts, width, dim))
+                continue
+            part, at = _read_part(stream, at, name, kind, counts, width, dim, dtype)
+            parts.append(part)
+        if math.ceil(at / 8) != len(data):
+            raise ValueError(f"payload of {len(data)} bytes does not match its header ({at} bits)")
+        return cls(tuple(parts), header.shape, header.dtype)
+
+
+def _uint_bits(values: np.ndarray, width: int) -> np.ndarray:
+    """Little-endian bits of unsigned integers, ``width`` bits each, as a flat uint8 array."""
+    shifts = np.arange(width, dtype=np.uint64)
+    return ((values.astype(np.uint64)[:, None] >> shifts) & 1).astype(np.uint8).reshape(-1)
+
+
+def _bits_uint(bits: np.ndarray, width: int) -> np.ndarray:
+    weights = np.left_shift(np.uint64(1), np.arange(width, dtype=np.uint64))
+    return (bits.reshape(-1, width).astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+
+
+def _part_bits(part: Part) -> np.ndarray:
+    if part.kind == "float":
+        raw = part.data.contiguous().view(_UINT_VIEW[part.width]).numpy().view(f"u{part.width // 8}")
+        return _uint_bits(raw, part.width)
+    if part.kind == "uint":
+        return _uint_bits(part.data.numpy(), part.width)
+    out = []
+    for positions in part.rows():
+        if len(positions) * part.width > part.dim:  # a bitmap is cheaper than the index list
+            bitmap = np.zeros(part.dim, dtype=np.uint8)
+            bitmap[positions.numpy()] = 1
+            out.append(bitmap)
+        else:
+            out.append(_uint_bits(positions.numpy(), part.width))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.uint8)
+
+
+def _read_part(stream, at, name, kind, counts, width, dim, dtype) -> tuple[Part, int]:
+    if kind in ("float", "uint"):
+        n = sum(counts) * width
+        codes = _bits_uint(stream[at : at + n], width)
+        if kind == "float":
+            raw = torch.from_numpy(codes.astype(f"u{width // 8}").view(f"i{width // 8}").copy())
+            data = raw.view(dtype) if width > 8 else raw.view(torch.uint8).view(dtype)
+        else:
+            data = torch.from_numpy(codes.astype(np.int64))
+        return Part(name, data, kind, counts, width, dim), at + n
+    rows = []
+    for count in counts:
+        if count * width > dim:
+            rows.append(np.flatnonzero(stream[at : at + dim]))
+            at += dim
+        else:
+            rows.append(_bits_uint(stream[at : at + count * width], width).astype(np.int64))
+            at += count * width
+    data = torch.from_numpy(np.concatenate(rows).astype(np.int64)) if rows else torch.zeros(0, dtype=torch.int64)
+    return Part(name, data, kind, counts, width, dim), at

@@ -1,0 +1,243 @@
+"""Quantisers: every coordinate is sent, each in fewer bits.
+
+* :class:`Identity` — the dense reference (the input dtype's width per value).
+* :class:`Sign` — 1 bit per value (signSGD, Bernstein et al. 2018); :class:`ScaledSign` adds one
+  32-bit scale per row (EF-signSGD, Karimireddy et al. 2019; 1-bit Adam's ‖x‖₂/√d scale).
+* :class:`QSGD` — s levels with stochastic rounding and a 32-bit norm (Alistarh et al. 2017).
+* :class:`Natural` — stochastic rounding to a power of two, 9 bits (Horváth et al. 2019).
+* :class:`Uniform` — b-bit min–max quantisation with stochastic rounding.
+* :class:`LowPrecision` — casts to fp16, bf16, fp8 (E4M3, E5M2) or the 4-bit E3M0 format used by
+  Streaming DiLoCo, with a 32-bit per-row scale for the 8- and 4-bit formats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from commlab.compress.base import Compressor
+from commlab.compress.payload import Part
+
+
+def _rows_of(payload, name: str, W: int) -> torch.Tensor:
+    return payload[name].data.reshape(W, -1)
+
+
+def _stochastic_round(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """floor(x + u), u ~ U[0, 1): unbiased rounding of non-negative ``x`` to an integer."""
+    return torch.floor(x + torch.rand(x.shape, generator=generator, dtype=x.dtype))
+
+
+class Identity(Compressor):
+    """No compression: every value with the raw bits of its dtype (32 for float32)."""
+
+    kind = "identity"
+    omega = 0.0
+    alpha = 1.0
+    linear = True
+    homogeneous = True
+
+    def _encode(self, rows, generator):
+        return (Part.floats("values", rows),)
+
+    def _decode(self, payload, W, d):
+        return _rows_of(payload, "values", W)
+
+
+class Sign(Compressor):
+    """sign(x) as one bit per coordinate (0 counts as +); the receiver sees ±1. Biased."""
+
+    def _encode(self, rows, generator):
+        return (Part.codes("signs", (rows >= 0).to(torch.int64), 1),)
+
+    def _decode(self, payload, W, d):
+        return _rows_of(payload, "signs", W).to(torch.float32) * 2 - 1
+
+
+class ScaledSign(Compressor):
+    """scale · sign(x): one bit per coordinate plus one 32-bit scale per row.
+
+    ``norm="l1"``: scale = ‖x‖₁/d, the contractive form of Karimireddy et al. (2019) with
+    α = ‖x‖₁²/(d‖x‖₂²) ≥ 1/d. ``norm="l2"``: scale = ‖x‖₂/√d, which keeps the norm (1-bit Adam's
+    choice); biased and not contractive for sparse x.
+    """
+
+    homogeneous = True
+
+    def __init__(self, norm: str = "l1"):
+        if norm not in ("l1", "l2"):
+            raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
+        self.norm = norm
+        self.kind = "contractive" if norm == "l1" else "biased"
+
+    def alpha_for(self, d: int) -> float | None:
+        return 1 / d if self.norm == "l1" else None
+
+    def _encode(self, rows, generator):
+        d = rows.shape[1]
+        if self.norm == "l1":
+            scale = rows.abs().sum(dim=1, keepdim=True) / d
+        else:
+            scale = rows.norm(dim=1, keepdim=True) / math.sqrt(d)
+        return Part.codes("signs", (rows >= 0).to(torch.int64), 1), Part.floats("scale", scale.to(torch.float32))
+
+    def _decode(self, payload, W, d):
+        signs = _rows_of(payload, "signs", W).to(torch.float32) * 2 - 1
+        return signs * _rows_of(payload, "scale", W)
+
+
+class QSGD(Compressor):
+    """QSGD with ``s`` levels: x_i ≈ ‖x‖₂ · sign(x_i) · ξ_i / s, ξ_i stochastic rounding of s|x_i|/‖x‖₂.
+
+    Unbiased with ω = min(d/s², √d/s) (Alistarh et al. 2017, Lemma 3.1). Wire: 1 sign bit and
+    ``ceil(log2(s + 1))`` level bits per coordinate (fixed length, no Elias coding) plus a 32-bit norm.
+    """
+
+    kind = "unbiased"
+    random = True
+
+    def __init__(self, s: int = 1):
+        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+            raise ValueError(f"s (number of levels) must be an integer >= 1, got {s!r}")
+        self.s = s
+
+    def omega_for(self, d: int) -> float:
+        return min(d / self.s**2, math.sqrt(d) / self.s)
+
+    def _encode(self, rows, generator):
+        norm = rows.norm(dim=1, keepdim=True)
+        ratio = rows.abs() / torch.where(norm > 0, norm, torch.ones_like(norm))
+        levels = _stochastic_round(ratio * self.s, generator).clamp_(0, self.s)
+        width = math.ceil(math.log2(self.s + 1))
+        return (
+            Part.codes("signs", (rows >= 0).to(torch.int64), 1),
+            Part.codes("levels", levels.to(torch.int64), width),
+            Part.floats("norm", norm.to(torch.float32)),
+        )
+
+    def _decode(self, payload, W, d):
+        signs = _rows_of(payload, "signs", W).to(torch.float32) * 2 - 1
+        levels = _rows_of(payload, "levels", W).to(torch.float32)
+        return signs * levels * _rows_of(payload, "norm", W) / self.s
+
+
+class Natural(Compressor):
+    """Natural compression: stochastic rounding of |x| to one of the two nearest powers of two.
+
+    For 2^e ≤ |x| < 2^(e+1) it sends 2^(e+1) with probability |x|/2^e − 1, else 2^e: unbiased with
+    ω = 1/8 (Horváth et al. 2019, Thm. 1). On the wire: the sign and the 8-bit float32 exponent,
+    9 bits per coordinate; input is rounded in float32.
+    """
+
+    kind = "unbiased"
+    omega = 1 / 8
+    random = True
+
+    def _encode(self, rows, generator):
+        bits = rows.to(torch.float32).view(torch.int32).to(torch.int64)
+        sign = (bits >> 31) & 1
+        exponent = (bits >> 23) & 0xFF
+        mantissa = (bits & 0x7FFFFF).to(torch.float64) / 2**23
+        up = torch.rand(rows.shape, generator=generator, dtype=torch.float64) < mantissa
+        exponent = exponent + up.to(torch.int64)
+        return (Part.codes("codes", (sign << 8) | exponent, 9),)
+
+    def _decode(self, payload, W, d):
+        codes = _rows_of(payload, "codes", W)
+        bits = ((codes >> 8) << 31) | ((codes & 0xFF) << 23)
+        return bits.to(torch.int32).view(torch.float32)
+
+
+class Uniform(Compressor):
+    """b-bit min–max quantisation with stochastic rounding, per row.
+
+    x_i ≈ m + Δ·q_i with m = min x, Δ = (max x − min x)/(2^b − 1) and q_i the stochastic rounding
+    of (x_i − m)/Δ: unbiased, per-coordinate variance ≤ Δ²/4, hence ω ≤ d/(2^b − 1)². Wire: b bits
+    per coordinate plus two 32-bit scales (min and max) per row.
+    """
+
+    kind = "unbiased"
+    random = True
+
+    def __init__(self, bits: int = 8):
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
+            raise ValueError(f"bits must be an integer in [1, 16], got {bits!r}")
+        self.bits = bits
+
+    def omega_for(self, d: int) -> float:
+        return d / (2**self.bits - 1) ** 2
+
+    def _encode(self, rows, generator):
+        lo = rows.min(dim=1, keepdim=True).values
+        hi = rows.max(dim=1, keepdim=True).values
+        step = (hi - lo) / (2**self.bits - 1)
+        safe = torch.where(step > 0, step, torch.ones_like(step))
+        q = _stochastic_round((rows - lo) / safe, generator).clamp_(0, 2**self.bits - 1)
+        return (
+            Part.codes("codes", q.to(torch.int64), self.bits),
+            Part.floats("range", torch.cat([lo, hi], dim=1).to(torch.float32)),
+        )
+
+    def _decode(self, payload, W, d):
+        lo, hi = _rows_of(payload, "range", W).unbind(dim=1)
+        step = (hi - lo) / (2**self.bits - 1)
+        return lo[:, None] + _rows_of(payload, "codes", W).to(torch.float32) * step[:, None]
+
+
+_CASTS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+E3M0_MIN_EXPONENT = -6  # E3M0 magnitudes: scale · 2^e for e in [-6, 0], and zero
+
+
+class LowPrecision(Compressor):
+    """Round to a low-precision float format (round to nearest); deterministic and biased.
+
+    Formats:
+        ``"fp16"``, ``"bf16"``: a plain cast, 16 bits per value; linear (values can be summed by an
+            all-reduce). fp16 overflows above 65504: such input is rejected.
+        ``"fp8_e4m3"``, ``"fp8_e5m2"``: each row is scaled so that its largest magnitude maps to the
+            format's largest finite value, then cast; 8 bits per value + a 32-bit scale per row.
+        ``"e3m0"``: 4 bits (sign + 3-bit exponent, no mantissa): magnitudes scale·2^e for
+            e ∈ {−6, …, 0} and 0, scale = max |x| of the row (32 bits); the outer-gradient format
+            of Streaming DiLoCo.
+    """
+
+    def __init__(self, format: str = "bf16"):
+        if format not in (*_CASTS, "e3m0"):
+            raise ValueError(f"format must be one of {[*_CASTS, 'e3m0']}, got {format!r}")
+        self.format = format
+        self.linear = format in ("fp16", "bf16")
+
+    def _encode(self, rows, generator):
+        if self.format == "e3m0":
+            return self._encode_e3m0(rows)
+        dtype = _CASTS[self.format]
+        if self.format in ("fp16", "bf16"):
+            if self.format == "fp16" and rows.abs().max() > torch.finfo(torch.float16).max:
+                raise ValueError("x exceeds the fp16 range (65504); use format='bf16' or scale it")
+            return (Part.floats("values", rows.to(dtype)),)
+        scale = rows.abs().max(dim=1, keepdim=True).values / torch.finfo(dtype).max
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale)).to(torch.float32)
+        return Part.floats("values", (rows / scale).to(dtype)), Part.floats("scale", scale)
+
+    def _encode_e3m0(self, rows):
+        scale = rows.abs().max(dim=1, keepdim=True).values.to(torch.float32)
+        r = rows.abs() / torch.where(scale > 0, scale, torch.ones_like(scale))
+        e = torch.floor(torch.log2(r.clamp_min(2.0**E3M0_MIN_EXPONENT)))
+        e = e + (r > 1.5 * torch.exp2(e)).to(e.dtype)  # nearest of 2^e and 2^(e+1)
+        code = (e - E3M0_MIN_EXPONENT + 1).clamp(1, 7)
+        code = torch.where(r < 2.0 ** (E3M0_MIN_EXPONENT - 1), torch.zeros_like(code), code)
+        codes = ((rows < 0).to(torch.int64) << 3) | code.to(torch.int64)
+        return Part.codes("codes", codes, 4), Part.floats("scale", scale)
+
+    def _decode(self, payload, W, d):
+        if self.format == "e3m0":
+            codes = _rows_of(payload, "codes", W)
+            e = (codes & 7).to(torch.float32)
+            magnitude = torch.where(e > 0, torch.exp2(e + E3M0_MIN_EXPONENT - 1), torch.zeros_like(e))
+            sign = 1 - 2 * (codes >> 3).to(torch.float32)
+            return sign * magnitude * _rows_of(payload, "scale", W)
+        values = _rows_of(payload, "values", W).to(torch.float32)
+        if self.format in ("fp16", "bf16"):
+            return values
+        return values * _rows_of(payload, "scale", W)
