@@ -54,7 +54,10 @@ class BilinearSaddle:
 
     def operators(self, z: torch.Tensor) -> torch.Tensor:
         """F_m(z) stacked over devices: z [d] or Z [M, d] (device m at Z[m]) -> [M, d]."""
-        z = self.points(z)
+        return self.apply(self.points(z))
+
+    def apply(self, z: torch.Tensor) -> torch.Tensor:
+        """:meth:`operators` without input checks, for solver loops (z in the problem's dtype)."""
         if z.ndim == 1:
             return self.B @ z + self.c
         return torch.bmm(self.B, z.unsqueeze(-1)).squeeze(-1) + self.c
