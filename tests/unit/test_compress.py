@@ -1,0 +1,250 @@
+"""Compressors: exact wire bits, serialisation, constants, determinism and bad input."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from commlab.compress import (
+    QSGD,
+    Identity,
+    LowPrecision,
+    Natural,
+    Payload,
+    PowerSGD,
+    RandK,
+    SampledTopK,
+    ScaledSign,
+    Sign,
+    TopK,
+    Uniform,
+)
+from commlab.compress.sparsify import top_indices
+
+ALL = [
+    Identity(),
+    TopK(0.1),
+    TopK(k=3),
+    RandK(0.2),
+    RandK(k=3, shared=True),
+    RandK(0.3, scaled=False),
+    SampledTopK(0.1, sample_ratio=0.5),
+    Sign(),
+    ScaledSign(),
+    ScaledSign("l2"),
+    QSGD(4),
+    Natural(),
+    Uniform(4),
+    LowPrecision("fp16"),
+    LowPrecision("bf16"),
+    LowPrecision("fp8_e4m3"),
+    LowPrecision("fp8_e5m2"),
+    LowPrecision("e3m0"),
+    PowerSGD(2),
+]
+UNBIASED = [RandK(0.25), RandK(k=2, shared=True), QSGD(2), QSGD(8), Natural(), Uniform(3)]
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize(
+    "compressor, d, bits_per_row",
+    [
+        (Identity(), 50, 50 * 32),
+        (TopK(k=3), 50, 3 * 32 + 3 * 6),  # values + 3 indices of ceil(log2 50) = 6 bits
+        (TopK(k=20), 50, 20 * 32 + 50),  # 20 * 6 = 120 index bits > 50: a bitmap is cheaper
+        (TopK(ratio=0.1), 50, 5 * 32 + 5 * 6),  # ceil(0.1 * 50) = 5 kept
+        (RandK(k=4), 64, 4 * 32 + 4 * 6),
+        (RandK(k=4, shared=True), 64, 4 * 32),  # indices come from the shared seed
+        (Sign(), 50, 50),
+        (ScaledSign(), 50, 50 + 32),
+        (QSGD(4), 10, 10 * (1 + 3) + 32),  # sign + ceil(log2 5) level bits, and the norm
+        (QSGD(1), 10, 10 * (1 + 1) + 32),
+        (Natural(), 10, 10 * 9),
+        (Uniform(4), 10, 10 * 4 + 2 * 32),
+        (LowPrecision("fp16"), 10, 10 * 16),
+        (LowPrecision("fp8_e4m3"), 10, 10 * 8 + 32),
+        (LowPrecision("e3m0"), 10, 10 * 4 + 32),
+        (PowerSGD(2), 50, (8 + 7) * 2 * 32),  # 50 values seen as an 8 x 7 matrix
+    ],
+)
+def test_exact_bits_on_hand_built_examples(compressor, d, bits_per_row):
+    x = torch.randn(3, d, generator=gen())
+    payload = compressor.compress(x, gen(1))
+    assert payload.row_bits == (bits_per_row,) * 3
+    assert payload.bits == 3 * bits_per_row
+
+
+def test_float64_values_cost_64_bits():
+    assert Identity().compress(torch.zeros(7, dtype=torch.float64) + 1).bits == 7 * 64
+
+
+@pytest.mark.parametrize("compressor", ALL, ids=repr)
+@settings(max_examples=15, deadline=None)
+@given(d=st.integers(10, 300), workers=st.integers(0, 4), seed=st.integers(0, 2**31))
+def test_serialise_round_trip_and_byte_length(compressor, d, workers, seed):
+    shape = (d,) if workers == 0 else (workers, d)
+    x = torch.randn(shape, generator=gen(seed)) * 3
+    payload = compressor.compress(x, gen(seed + 1))
+    data = payload.to_bytes()
+    assert len(data) == math.ceil(payload.bits / 8)
+    back = Payload.from_bytes(data, payload.header)
+    assert back.bits == payload.bits
+    x_hat = compressor.decompress(payload)
+    assert x_hat.shape == x.shape and x_hat.dtype == x.dtype
+    assert torch.equal(compressor.decompress(back), x_hat)
+
+
+@pytest.mark.parametrize("compressor", ALL, ids=repr)
+def test_same_generator_same_payload(compressor):
+    x = torch.randn(4, 80, generator=gen())
+    a, b = compressor.compress(x, gen(5)), compressor.compress(x, gen(5))
+    assert a.to_bytes() == b.to_bytes()
+
+
+@settings(max_examples=60, deadline=None)
+@given(d=st.integers(1, 200), frac=st.floats(0.001, 1.0), seed=st.integers(0, 2**31))
+def test_topk_contraction(d, frac, seed):
+    x = torch.randn(d, generator=gen(seed))
+    compressor = TopK(frac)
+    err = (compressor(x) - x).pow(2).sum()
+    assert err <= (1 - compressor.alpha_for(d)) * x.pow(2).sum() + 1e-6
+    assert compressor.alpha_for(d) >= frac
+
+
+def test_topk_picks_the_largest_and_breaks_ties_by_lower_position():
+    x = torch.tensor([[0.5, -2.0, 1.0, 2.0, -1.0, 1.0]])
+    assert top_indices(x, 3).tolist() == [[1, 2, 3]]  # |-2| = |2|, then the first of the 1.0 ties
+    assert TopK(k=3)(x).tolist() == [[0.0, -2.0, 1.0, 2.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("k", [1, 100, 1024])
+def test_long_row_path_selects_the_same_set_as_a_stable_full_sort(k):
+    d = 1 << 18
+    x = torch.randn(d, generator=gen(k))
+    kth = x.abs().sort(descending=True).values[k - 1]
+    x[1000:1010] = kth  # ties at the boundary: the lower positions must win
+    x[3000:3004] = -kth
+    expected = x.abs().sort(descending=True, stable=True).indices[:k].sort().values
+    assert torch.equal(top_indices(x[None], k)[0], expected)
+    assert torch.equal(top_indices(x[None].double(), k)[0], expected)
+
+
+def test_long_row_path_falls_back_when_the_sample_overestimates_the_threshold():
+    d, k = 1 << 17, 1024
+    x = torch.full((d,), 1e-3)
+    x[::4] = torch.linspace(10, 1, d // 4)  # the strided sample sees only the large values
+    expected = x.abs().sort(descending=True, stable=True).indices[:k].sort().values
+    assert torch.equal(top_indices(x[None], k)[0], expected)
+
+
+@pytest.mark.parametrize("compressor", UNBIASED, ids=repr)
+def test_unbiased_and_variance_within_omega(compressor):
+    d, trials = 40, 4000
+    x = torch.randn(d, generator=gen(3), dtype=torch.float64)
+    samples = torch.stack([compressor(x.float(), gen(100 + t)).double() for t in range(trials)])
+    omega = compressor.omega_for(d)
+    second_moment = (samples - x).pow(2).sum(dim=1)
+    assert second_moment.mean() <= omega * x.pow(2).sum() * 1.05
+    # the mean of `trials` independent draws has E||mean - x||^2 <= omega ||x||^2 / trials
+    bias = (samples.mean(dim=0) - x).pow(2).sum()
+    assert bias <= 4 * second_moment.mean() / trials + 1e-9
+
+
+@pytest.mark.parametrize("compressor", [TopK(0.2), RandK(0.2), ScaledSign(), PowerSGD(1)], ids=repr)
+def test_homogeneous_compressors_are_homogeneous(compressor):
+    assert compressor.homogeneous
+    x = torch.randn(3, 30, generator=gen())
+    assert torch.allclose(compressor(2.5 * x, gen(7)), 2.5 * compressor(x, gen(7)), atol=1e-5)
+
+
+@pytest.mark.parametrize("compressor", [c for c in ALL if c.linear], ids=repr)
+def test_linear_compressors_reduce_like_an_all_reduce(compressor):
+    x = torch.randn(4, 30, generator=gen())
+    payload = compressor.compress(x, gen(2))
+    reduced = compressor.reduce(payload)
+    assert reduced.bits == payload.row_bits[0]
+    assert torch.allclose(compressor.decompress(reduced), compressor.decompress(payload).sum(dim=0), atol=2e-2)
+
+
+def test_not_linear_compressors_refuse_to_reduce():
+    with pytest.raises(TypeError, match="all-gather"):
+        TopK(0.5).reduce(TopK(0.5).compress(torch.ones(2, 4)))
+
+
+def test_randk_shared_keeps_the_same_coordinates_for_every_worker():
+    x = torch.randn(5, 40, generator=gen())
+    kept = RandK(k=4, shared=True)(x, gen(1)) != 0
+    assert (kept == kept[0]).all() and kept[0].sum() == 4
+
+
+def test_sampled_topk_keeps_at_most_k_of_the_largest():
+    x = torch.randn(6, 1000, generator=gen())
+    out = SampledTopK(0.01, sample_ratio=0.1)(x, gen(1))
+    counts = (out != 0).sum(dim=1)
+    assert (counts <= 10).all() and (counts >= 1).all()
+    for row, full in zip(out, x, strict=True):  # whatever was kept is the largest of its row
+        kept = row != 0
+        assert full.abs()[kept].min() >= full.abs()[~kept].max()
+
+
+def test_low_precision_formats():
+    x = torch.tensor([1.0, -0.5, 0.25, 2.0**-6, 0.0, 0.7])
+    e3m0 = LowPrecision("e3m0")(x)
+    assert e3m0.tolist() == [1.0, -0.5, 0.25, 2.0**-6, 0.0, 0.5]  # 0.7 is nearer to 0.5 than to 1
+    assert torch.allclose(LowPrecision("fp8_e4m3")(x), x, rtol=0.07)
+    with pytest.raises(ValueError, match="fp16 range"):
+        LowPrecision("fp16").compress(torch.tensor([1e6]))
+
+
+def test_natural_sends_powers_of_two():
+    out = Natural()(torch.randn(100, generator=gen()) * 10, gen(1))
+    mantissa = torch.frexp(out.abs()).mantissa
+    assert ((mantissa == 0.5) | (out == 0)).all()
+
+
+@pytest.mark.parametrize(
+    "x, error, match",
+    [
+        (torch.tensor([1.0, float("nan")]), ValueError, "NaN or Inf"),
+        (torch.tensor([1.0, float("inf")]), ValueError, "NaN or Inf"),
+        (torch.zeros(0), ValueError, "empty"),
+        (torch.arange(5), TypeError, "floating dtype"),
+        (torch.zeros(2, 3, 4), ValueError, r"\[d\] or \[W, d\]"),
+        ([1.0, 2.0], TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_input_is_rejected(x, error, match):
+    with pytest.raises(error, match=match):
+        TopK(0.5).compress(x)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: TopK(0.0), "ratio"),
+        (lambda: TopK(1.5), "ratio"),
+        (lambda: TopK(k=0), "k must be"),
+        (lambda: TopK(0.1, k=3), "exactly one"),
+        (lambda: QSGD(0), "levels"),
+        (lambda: Uniform(0), "bits"),
+        (lambda: LowPrecision("fp4"), "format"),
+        (lambda: ScaledSign("l3"), "norm"),
+        (lambda: PowerSGD(0), "rank"),
+        (lambda: SampledTopK(0.1, sample_ratio=2), "sample_ratio"),
+    ],
+)
+def test_bad_settings_are_rejected(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_k_larger_than_d_and_missing_generator():
+    with pytest.raises(ValueError, match="larger than the dimension"):
+        TopK(k=10).compress(torch.ones(5))
+    with pytest.raises(ValueError, match="generator"):
+        RandK(0.5).compress(torch.ones(5))
