@@ -1,0 +1,45 @@
+"""Semantic-communication building blocks: Deep JSCC, keyed shuffles, feature denoisers, metrics.
+
+* :class:`DeepJSCC` (with :class:`AFModule` for the SNR-adaptive ADJSCC variant), :func:`train_jscc`,
+  :func:`jscc_psnr`;
+* :func:`keyed_permutation`, :class:`Shuffler`, :class:`ShuffledAccess` (shared-model multi-user uplink);
+* :class:`WienerFeatureDenoiser`, :class:`VPSchedule`, :class:`DiffusionFeatureDenoiser`;
+* interference statistics (:func:`interference_statistics`, :func:`shuffled_interference_moments`);
+* :class:`SeparationBaseline` (digital reference with a cliff); metrics :func:`psnr`, :func:`ssim`.
+
+Channels and power normalisation are in :mod:`commlab.channels`.
+"""
+
+from . import metrics
+from .denoise import DiffusionFeatureDenoiser, VPSchedule, WienerFeatureDenoiser
+from .digital import SeparationBaseline, allocate_bits, gaussian_uniform_quantizer
+from .interference import correlation, interference_statistics, lag1_autocorrelation, shuffled_interference_moments
+from .jscc import AFModule, DeepJSCC
+from .metrics import psnr, ssim
+from .omdma import ShuffledAccess
+from .shuffle import Shuffler, inverse_permutation, keyed_permutation
+from .train import jscc_psnr, train_jscc
+
+__all__ = [
+    "AFModule",
+    "DeepJSCC",
+    "DiffusionFeatureDenoiser",
+    "SeparationBaseline",
+    "ShuffledAccess",
+    "Shuffler",
+    "VPSchedule",
+    "WienerFeatureDenoiser",
+    "allocate_bits",
+    "correlation",
+    "gaussian_uniform_quantizer",
+    "interference_statistics",
+    "inverse_permutation",
+    "jscc_psnr",
+    "keyed_permutation",
+    "lag1_autocorrelation",
+    "metrics",
+    "psnr",
+    "shuffled_interference_moments",
+    "ssim",
+    "train_jscc",
+]
