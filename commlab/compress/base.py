@@ -127,6 +127,7 @@ class Compressor:
             raise ValueError(f"x must have shape [d] or [W, d], got {tuple(x.shape)}")
         if x.numel() == 0:
             raise ValueError(f"x must not be empty, got shape {tuple(x.shape)}")
-        if not torch.isfinite(x).all():
+        low, high = torch.aminmax(x)  # NaN propagates; one pass, no temporary
+        if not (torch.isfinite(low) and torch.isfinite(high)):
             raise ValueError("x contains NaN or Inf")
         return x.detach().reshape(-1, x.shape[-1])

@@ -79,7 +79,8 @@ class Mechanism:
         for value in self.state.values():
             if value.dim() == 2 and value.shape != g.shape:
                 raise ValueError(f"g has shape {tuple(g.shape)} but the state was built for {tuple(value.shape)}")
-        if not torch.isfinite(g).all():
+        low, high = torch.aminmax(g)  # NaN propagates; one pass, no temporary
+        if not (torch.isfinite(low) and torch.isfinite(high)):
             raise ValueError("g contains NaN or Inf")
         return g.detach()
 
@@ -170,15 +171,19 @@ class EF21(Mechanism):
             self.state = {"h": self._zeros(g), "server": torch.zeros_like(g[0])}
 
     def _message(self, g):
-        w = self._w(g)
-        return g / (g.shape[0] * w[:, None]) - self.state["h"]
+        if self.weights is None:
+            return g - self.state["h"]
+        return g / (g.shape[0] * self._w(g)[:, None]) - self.state["h"]
 
     def _client_update(self, g, decoded):
         self.state["h"] = self.state["h"] + decoded
 
     def _server_update(self, decoded):
-        w = self._w(decoded)
-        self.state["server"] = self.state["server"] + (w[:, None] * decoded).sum(dim=0)
+        if self.weights is None:
+            step = decoded.mean(dim=0)
+        else:
+            step = (self._w(decoded)[:, None] * decoded).sum(dim=0)
+        self.state["server"] = self.state["server"] + step
         return self.state["server"]
 
 

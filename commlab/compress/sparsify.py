@@ -19,27 +19,36 @@ from commlab.compress.base import Compressor, check_ratio, kept
 from commlab.compress.payload import Part, Payload, float_width
 
 _SPARSE_MIN_DIM = 1 << 16  # below this, one torch.topk over the rows is fast enough
-_SAMPLE_HITS = 256  # expected number of the k largest inside the threshold sample
+_SAMPLE_HITS = 64  # expected number of the k largest inside the threshold sample
+_SAMPLE_BLOCK = 1024  # sampled in contiguous blocks, which is cache-friendly
+_NUMPY_FLOATS = (torch.float32, torch.float64)
 
 
 def top_indices(rows: torch.Tensor, k: int) -> torch.Tensor:
     """Positions of the ``k`` largest ``|rows|`` in each row, ascending; ``[W, d] -> [W, k]`` int64.
 
     Ties are broken deterministically: among equal magnitudes the lower position wins. For a long
-    single row (``d >= 65536`` and ``k <= d / 64``, on CPU) the candidates are first narrowed by a
-    threshold read off a strided sample, so the cost is a few passes over memory instead of a
-    partial sort; the selected set is exactly the same.
+    single row (``d >= 65536`` and ``k <= d / 64``, float32/float64 on CPU) the candidates are first
+    narrowed by a threshold read off a sample of contiguous blocks, so the cost is about one read of
+    the row instead of a partial sort; the selected set is exactly the same.
     """
     W, d = rows.shape
     if not 1 <= k <= d:
         raise ValueError(f"k must be in [1, d={d}], got {k}")
-    if W == 1 and d >= _SPARSE_MIN_DIM and 64 * k <= d and rows.device.type == "cpu":
+    if W == 1 and d >= _SPARSE_MIN_DIM and 64 * k <= d and rows.device.type == "cpu" and rows.dtype in _NUMPY_FLOATS:
         picked = _top_indices_long_row(rows[0], k)
         if picked is not None:
             return picked[None]
     mags = rows.abs()
-    kth = mags.topk(k, dim=1, sorted=False).values.min(dim=1, keepdim=True).values
-    return _first_k_at_least(mags, kth, k)
+    top = mags.topk(k, dim=1, sorted=False)
+    kth = top.values.min(dim=1, keepdim=True).values
+    # torch.topk's choice among ties is unspecified: where ties straddle the k-th place, redo
+    # those rows with the deterministic rule
+    crossing = ((mags == kth).sum(dim=1) != (top.values == kth).sum(dim=1)).nonzero()[:, 0]
+    picked = top.indices.sort(dim=1).values
+    if crossing.numel():
+        picked[crossing] = _first_k_at_least(mags[crossing], kth[crossing], k)
+    return picked
 
 
 def _first_k_at_least(mags: torch.Tensor, kth: torch.Tensor, k: int) -> torch.Tensor:
@@ -53,11 +62,15 @@ def _first_k_at_least(mags: torch.Tensor, kth: torch.Tensor, k: int) -> torch.Te
 
 def _top_indices_long_row(x: torch.Tensor, k: int) -> torch.Tensor | None:
     d = x.numel()
-    sample = x[:: max(1, k // _SAMPLE_HITS)].abs()
+    blocks = -(-_SAMPLE_HITS * d // (k * _SAMPLE_BLOCK))  # contiguous blocks spread evenly over x
+    if blocks * _SAMPLE_BLOCK >= d:
+        sample = x.abs()
+    else:
+        starts = torch.linspace(0, d - _SAMPLE_BLOCK, blocks).long()
+        sample = x[(starts[:, None] + torch.arange(_SAMPLE_BLOCK)).reshape(-1)].abs()
     hits = min(sample.numel(), 2 * (k * sample.numel()) // d + 1)  # twice the expected number
-    threshold = sample.topk(hits, sorted=False).values.min()
-    mask = (x >= threshold) | (x <= -threshold)
-    candidates = torch.from_numpy(np.flatnonzero(mask.numpy()))
+    threshold = sample.topk(hits, sorted=False).values.min().item()
+    candidates = torch.from_numpy(_positions_at_least(x.numpy(), threshold))
     if candidates.numel() < k:  # unlucky sample: the caller falls back to the full partial sort
         return None
     mags = x[candidates].abs()[None]
@@ -65,20 +78,44 @@ def _top_indices_long_row(x: torch.Tensor, k: int) -> torch.Tensor | None:
     return candidates[_first_k_at_least(mags, kth, k)[0]]
 
 
+def _positions_at_least(x: np.ndarray, threshold: float, chunk: int = 1 << 16) -> np.ndarray:
+    """Positions with ``|x| >= threshold``, in cache-sized chunks (one read of ``x`` from memory)."""
+    magnitude, mask = np.empty(chunk, dtype=x.dtype), np.empty(chunk, dtype=bool)
+    found = []
+    for start in range(0, x.size, chunk):
+        n = min(chunk, x.size - start)
+        np.abs(x[start : start + n], out=magnitude[:n])
+        np.greater_equal(magnitude[:n], threshold, out=mask[:n])
+        positions = np.flatnonzero(mask[:n])
+        if positions.size:
+            found.append(positions + start)
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+
 def _sparse_parts(rows: torch.Tensor, idx: torch.Tensor, counts) -> tuple[Part, Part]:
-    row_of = torch.arange(rows.shape[0]).repeat_interleave(torch.as_tensor(counts, dtype=torch.int64))
-    values = rows[row_of, idx.reshape(-1)]
+    """Values and index parts for kept positions ``idx`` (``[W, k]``, or flat with ``counts`` per row)."""
+    if idx.dim() == 2:
+        values = rows.gather(1, idx).reshape(-1)
+    else:
+        values = rows[_row_of(counts), idx]
     return (
         Part("values", values, "float", tuple(counts), float_width(values.dtype)),
         Part.indices("indices", idx, counts, rows.shape[1]),
     )
 
 
+def _row_of(counts) -> torch.Tensor:
+    return torch.arange(len(counts)).repeat_interleave(torch.as_tensor(counts, dtype=torch.int64))
+
+
 def _scatter(payload: Payload, W: int, d: int, scale: float = 1.0) -> torch.Tensor:
     values, indices = payload["values"], payload["indices"]
-    out = torch.zeros(W, d, dtype=values.data.dtype)
-    row_of = torch.arange(W).repeat_interleave(torch.as_tensor(indices.counts, dtype=torch.int64))
-    out[row_of, indices.data] = values.data * scale if scale != 1.0 else values.data
+    data = values.data * scale if scale != 1.0 else values.data
+    out = torch.zeros(W, d, dtype=data.dtype)
+    if len(set(indices.counts)) == 1:
+        out.scatter_(1, indices.data.reshape(W, -1), data.reshape(W, -1))
+    else:
+        out[_row_of(indices.counts), indices.data] = data
     return out
 
 

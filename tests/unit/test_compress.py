@@ -20,6 +20,7 @@ from commlab.compress import (
     Sign,
     TopK,
     Uniform,
+    sparsify,
 )
 from commlab.compress.sparsify import top_indices
 
@@ -136,8 +137,12 @@ def test_long_row_path_selects_the_same_set_as_a_stable_full_sort(k):
 
 def test_long_row_path_falls_back_when_the_sample_overestimates_the_threshold():
     d, k = 1 << 17, 1024
-    x = torch.full((d,), 1e-3)
-    x[::4] = torch.linspace(10, 1, d // 4)  # the strided sample sees only the large values
+    blocks = -(-sparsify._SAMPLE_HITS * d // (k * sparsify._SAMPLE_BLOCK))
+    starts = torch.linspace(0, d - sparsify._SAMPLE_BLOCK, blocks).long()
+    sampled = (starts[:, None] + torch.arange(sparsify._SAMPLE_BLOCK)).reshape(-1)
+    x = torch.linspace(1e-3, 0, d)
+    x[sampled] = torch.linspace(10, 1, sampled.numel())  # only the sampled blocks are large
+    assert sparsify._top_indices_long_row(x, k) is None  # too few candidates: the fast path gives up
     expected = x.abs().sort(descending=True, stable=True).indices[:k].sort().values
     assert torch.equal(top_indices(x[None], k)[0], expected)
 
