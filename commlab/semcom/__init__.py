@@ -4,7 +4,7 @@
   :func:`jscc_psnr`;
 * :func:`keyed_permutation`, :class:`Shuffler`, :class:`ShuffledAccess` (shared-model multi-user uplink);
 * :class:`WienerFeatureDenoiser`, :class:`VPSchedule`, :class:`DiffusionFeatureDenoiser`;
-* interference statistics (:func:`interference_statistics`, :func:`shuffled_interference_moments`);
+* interference statistics (:func:`interference_statistics`, :func:`feature_moments`);
 * :class:`SeparationBaseline` (digital reference with a cliff); metrics :func:`psnr`, :func:`ssim`.
 
 Channels and power normalisation are in :mod:`commlab.channels`.
@@ -13,7 +13,7 @@ Channels and power normalisation are in :mod:`commlab.channels`.
 from . import metrics
 from .denoise import DiffusionFeatureDenoiser, VPSchedule, WienerFeatureDenoiser
 from .digital import SeparationBaseline, allocate_bits, gaussian_uniform_quantizer
-from .interference import correlation, interference_statistics, lag1_autocorrelation, shuffled_interference_moments
+from .interference import correlation, feature_moments, interference_statistics, lag1_autocorrelation
 from .jscc import AFModule, DeepJSCC
 from .metrics import psnr, ssim
 from .omdma import ShuffledAccess
@@ -31,6 +31,7 @@ __all__ = [
     "WienerFeatureDenoiser",
     "allocate_bits",
     "correlation",
+    "feature_moments",
     "gaussian_uniform_quantizer",
     "interference_statistics",
     "inverse_permutation",
@@ -39,7 +40,6 @@ __all__ = [
     "lag1_autocorrelation",
     "metrics",
     "psnr",
-    "shuffled_interference_moments",
     "ssim",
     "train_jscc",
 ]

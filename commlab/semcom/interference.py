@@ -55,18 +55,13 @@ def interference_statistics(interference: torch.Tensor, signal: torch.Tensor, ma
     }
 
 
-def shuffled_interference_moments(features: torch.Tensor, gains: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and per-real variance of the de-shuffled interference ``Σ_j g_j · (a random symbol of z_j)``.
+def feature_moments(features: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Mean feature vector ``μ`` (complex ``[n]``) and spread ``s² = mean_i E|z_i − μ_i|²`` of features ``[N, n]``.
 
-    Args:
-        features: complex ``[N, n]`` training features (the prior of every user's symbols).
-        gains: complex ``[B, J]`` relative gains ``h_j/h_k`` of the J interferers (ones for AWGN).
-
-    Returns ``mean`` (complex ``[B]``: ``μ̄·Σ_j g_j``, with ``μ̄`` the mean symbol) and ``var`` (real ``[B]``:
-    ``Σ_j |g_j|²·(E|z|² − |μ̄|²)/2`` per real component).
+    A de-shuffled interferer ``Π_k⁻¹Π_j z_j`` has mean ``Π_k⁻¹Π_j μ`` and, per symbol, about ``s²`` of variance.
     """
     require_complex("features", features)
-    require_complex("gains", gains)
-    mu = features.mean()
-    spread = (features - mu).abs().square().mean()
-    return mu * gains.sum(dim=1), gains.abs().square().sum(dim=1) * spread / 2
+    if features.ndim != 2:
+        raise ValueError(f"features must be [N, n_symbols], got shape {tuple(features.shape)}")
+    mu = features.mean(dim=0)
+    return mu, float((features - mu).abs().square().mean())

@@ -1,9 +1,14 @@
 """Multi-user uplink with one shared JSCC model and keyed shuffles (Zhang et al. 2025, reconstructed).
 
-``s_k = Π_k z_k``; ``y = Σ_k h_k s_k + w``; the receiver for user k computes ``r_k = Π_k⁻¹(y / h_k)``
-(zero-forcing by the user's own gain), so ``r_k = z_k + Σ_{j≠k} (h_j/h_k) Π_k⁻¹Π_j z_j + Π_k⁻¹ w / h_k``.
-Without shuffling (``keys=None``) every ``Π`` is the identity and the interference stays aligned with the
-wanted features.
+``s_k = Π_k z_k``; ``y = Σ_k a_k s_k + w`` with ``a_k = h_k·sqrt(P_k)``; the receiver for user k computes
+``r_k = Π_k⁻¹(y / a_k)`` (zero-forcing by the user's own gain), so
+``r_k = z_k + Σ_{j≠k} (a_j/a_k) Π_k⁻¹Π_j z_j + Π_k⁻¹ w / a_k``. Without shuffling (``keys=None``) every ``Π`` is
+the identity and the interference stays aligned with the wanted features.
+
+The receiver (a base station) knows every key and gain, so it knows the interference mean
+``m_k = Σ_{j≠k} (a_j/a_k) Π_k⁻¹Π_j μ`` (μ: the mean feature vector) and its variance per real component,
+``Σ_{j≠k} |a_j/a_k|²·s²/2 + N0/(2|a_k|²)`` with ``s² = mean_i E|z_i − μ_i|²``
+(:meth:`ShuffledAccess.interference_model`).
 """
 
 from __future__ import annotations
@@ -45,14 +50,41 @@ class ShuffledAccess:
             z = torch.stack([sh.shuffle(z[:, k]) for k, sh in enumerate(self.shufflers)], dim=1)
         return self.mac.transmit(z, generator=generator)
 
-    def receive(self, result: MACResult, user: int, key=None) -> torch.Tensor:
-        """``r_k = Π⁻¹(y / h_k)`` for ``user`` (``[B, n_symbols]``).
+    def amplitudes(self, result: MACResult) -> torch.Tensor:
+        """Effective gains ``a_k = h_k·sqrt(P_k)``, complex ``[B, K]``."""
+        return result.h * self.mac._power_vector(result.h.shape[1], result.h.device).sqrt()
 
-        ``key`` replaces the user's key (the wrong-key privacy test)."""
-        y = result.y / result.h[:, user:user + 1]
+    def _unshuffle(self, y: torch.Tensor, user: int, key=None) -> torch.Tensor:
         if key is not None:
             return self.shuffler(key).unshuffle(y)
         return y if self.shufflers is None else self.shufflers[user].unshuffle(y)
+
+    def receive(self, result: MACResult, user: int, key=None) -> torch.Tensor:
+        """``r_k = Π_k⁻¹(y / a_k)`` for ``user`` (``[B, n_symbols]``).
+
+        ``key`` replaces the user's key (the wrong-key privacy test)."""
+        return self._unshuffle(result.y / self.amplitudes(result)[:, user:user + 1], user, key)
+
+    def interference_model(self, result: MACResult, user: int, feature_mean: torch.Tensor,
+                           feature_spread: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the receiver knows about ``r_k − z_k``: its mean ``[B, n]``, its variance per real component
+        ``[B]`` and the SINR ``[B]`` (linear), from the features' mean vector ``μ`` ``[n]`` and spread ``s²``
+        (see :func:`~commlab.semcom.feature_moments`)."""
+        a = self.amplitudes(result)
+        rel = a / a[:, user:user + 1]
+        mean = torch.zeros(a.shape[0], self.n_symbols, dtype=torch.complex64, device=a.device)
+        for j in range(a.shape[1]):
+            if j != user:
+                moved = feature_mean
+                if self.shufflers is not None:
+                    moved = self._unshuffle(self.shufflers[j].shuffle(feature_mean), user)
+                mean = mean + rel[:, j:j + 1] * moved
+        others = rel.abs().square().sum(dim=1) - 1.0
+        noise = torch.as_tensor(result.no, dtype=torch.float32).reshape(-1)
+        noise = noise if noise.numel() == 1 else noise.reshape(a.shape[0], -1)[:, 0]
+        var = others * feature_spread / 2 + noise / (2 * a[:, user].abs().square())
+        sinr = 1.0 / (others * feature_spread + noise / a[:, user].abs().square())
+        return mean, var, sinr
 
     def sinr(self, result: MACResult) -> torch.Tensor:
         """Per-user SINR (linear, ``[B, K]``) treating the other users as noise."""

@@ -96,11 +96,21 @@ def test_interference_statistics_of_white_gaussian_noise():
     assert semcom.correlation(s, s) == pytest.approx(1.0)
 
 
-def test_shuffled_interference_moments():
-    feats = ch.complex_normal((1000, 20), generator=gen(4)) * 0.5 + (0.3 + 0.1j)
-    mean, var = semcom.shuffled_interference_moments(feats, torch.ones(2, 3, dtype=torch.complex64))
-    assert torch.allclose(mean, feats.mean() * 3)
-    assert var[0].item() == pytest.approx(3 * 0.25 / 2, rel=0.05)
+def test_feature_moments_and_interference_model():
+    feats = ch.complex_normal((1000, 20), generator=gen(4)) * 0.5 + torch.linspace(0, 1, 20)
+    mu, spread = semcom.feature_moments(feats)
+    assert torch.allclose(mu, feats.mean(0)) and spread == pytest.approx(0.25, rel=0.05)
+    z = feats[:6].reshape(2, 3, 20)
+    acc = semcom.ShuffledAccess(20, ["a", "b", "c"], ch.MultiUserMAC(no=0.5, powers=[1.0, 4.0, 1.0]))
+    res = acc.transmit(z, generator=gen(5))
+    mean, var, sinr = acc.interference_model(res, 0, mu, spread)
+    expected = 2 * acc.shufflers[0].unshuffle(acc.shufflers[1].shuffle(mu)) + \
+        acc.shufflers[0].unshuffle(acc.shufflers[2].shuffle(mu))
+    assert torch.allclose(mean, expected.expand(2, 20), atol=1e-6)
+    assert torch.allclose(var, torch.full((2,), 5 * spread / 2 + 0.25))
+    assert torch.allclose(sinr, torch.full((2,), 1 / (5 * spread + 0.5)))
+    # for zero-mean unit-spread features the model's SINR is the MAC's (which counts unit-power users)
+    assert torch.allclose(acc.interference_model(res, 0, mu * 0, 1.0)[2], acc.sinr(res)[:, 0])
 
 
 # --- denoisers -------------------------------------------------------------------------------------
