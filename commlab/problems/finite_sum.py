@@ -36,6 +36,15 @@ class FiniteSum:
         """Per-worker gradients ∇f_i, stacked: x [d] or X [n, d] -> [n, d]."""
         return self._grads(self.points(x))
 
+    def stochastic_grads(self, x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+        """∇f_i(x_i) + σ ξ_i with ξ_i ~ N(0, I_d) drawn from ``generator``: [n, d] (EControl's noise model)."""
+        if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not sigma >= 0:
+            raise ValueError(f"sigma must be a real number >= 0, got {sigma!r}")
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        grads = self.grads(x)
+        return grads + sigma * torch.randn(grads.shape, generator=generator, dtype=grads.dtype)
+
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """f(x) = (1/n) Σ_i f_i(x) for x [d]: a 0-d tensor."""
         check_tensor("x", x, ((self.d,),))
