@@ -38,9 +38,13 @@ import numpy as np
 import torch
 
 from commlab.compress.base import Compressor
+from commlab.compress.ef import EF14
 from commlab.lab.seeding import SeedTree
 from commlab.problems._checks import check_int, check_positive, check_real_in, check_tensor
 from commlab.problems.bilinear import BilinearSaddle
+
+#: a run counts as diverged once ‖z − z*‖² > DIVERGENCE_FACTOR · max(1, ‖z_0 − z*‖²)
+DIVERGENCE_FACTOR = 1e12
 
 Uplink = Callable[[torch.Tensor], tuple[torch.Tensor, float]]  # device rows [M, d] -> (server mean [d], bits)
 
@@ -57,7 +61,8 @@ class VIHistory:
         anchor_bits: float64 [T + 1], the part of ``bits`` spent on dense anchor messages.
         refreshes: number of anchor refreshes (after the initial anchor).
         z: final iterate [d].
-        diverged: the run stopped because ‖z − z*‖² became non-finite.
+        diverged: the run stopped because ‖z − z*‖² exceeded :data:`DIVERGENCE_FACTOR` · max(1, ‖z_0 − z*‖²)
+            (or became non-finite), before float32 overflow could reach the compressors.
     """
 
     method: str
@@ -92,7 +97,7 @@ class VIHistory:
         t = self.iterations if tol is None else self.index_to(tol)
         if t is None:
             return math.nan
-        return float(self.anchor_bits[t] / self.bits[t])
+        return float(self.anchor_bits[t] / self.bits[t]) if self.bits[t] > 0 else 0.0
 
 
 class _Recorder:
@@ -104,7 +109,9 @@ class _Recorder:
         self.bits, self.anchor = bits, bits
         self.dist, self.bit_log, self.anchor_log = [], [], []
         self.diverged = False
+        self.limit = math.inf
         self.record(z)
+        self.limit = DIVERGENCE_FACTOR * max(1.0, self.dist[0])
 
     def record(self, z: torch.Tensor) -> bool:
         """Log the current state; True if the run should stop."""
@@ -112,7 +119,7 @@ class _Recorder:
         self.dist.append(dist)
         self.bit_log.append(self.bits)
         self.anchor_log.append(self.anchor)
-        self.diverged = not math.isfinite(dist)
+        self.diverged = not dist <= self.limit  # also true for NaN
         return self.diverged or (self.stop_below is not None and dist <= self.stop_below)
 
     def history(self, method: str, z: torch.Tensor, refreshes: int = 0) -> VIHistory:
@@ -142,11 +149,10 @@ def _check_seeds(seeds) -> SeedTree:
     return seeds
 
 
-def _check_compressor(compressor, kind: str, problem: BilinearSaddle) -> float | None:
-    """The compressor's ω (kind "unbiased") or α (kind "contractive") at the problem's dimension."""
+def _check_compressor(compressor) -> Compressor:
     if not isinstance(compressor, Compressor):
         raise TypeError(f"compressor must be a commlab.compress Compressor, got {type(compressor).__name__}")
-    return compressor.omega_for(problem.d) if kind == "unbiased" else compressor.alpha_for(problem.d)
+    return compressor
 
 
 def extragradient(problem: BilinearSaddle, *, gamma: float, iterations: int, z0: torch.Tensor | None = None,
@@ -190,8 +196,7 @@ def compressed_extragradient(problem: BilinearSaddle, compressor: Compressor, *,
     (compressor draws from ``seeds.torch("compress")``).
     """
     z = _start(problem, gamma, iterations, z0, stop_below)
-    _check_compressor(compressor, "unbiased", problem)
-    send = _compressed_uplink(compressor, _check_seeds(seeds).torch("compress"))
+    send = _compressed_uplink(_check_compressor(compressor), _check_seeds(seeds).torch("compress"))
     log = _Recorder(problem, z, stop_below)
     for _ in range(iterations):
         mean, bits_first = send(problem.apply(z))
@@ -251,7 +256,7 @@ def masha1(problem: BilinearSaddle, compressor: Compressor, *, gamma: float, ite
         z0: start [d] (zeros by default). stop_below: stop once ‖z − z*‖² ≤ stop_below.
     """
     z = _start(problem, gamma, iterations, z0, stop_below)
-    omega = _check_compressor(compressor, "unbiased", problem)
+    omega = _check_compressor(compressor).omega_for(problem.d)
     if omega is None:
         raise ValueError(f"masha1 needs an unbiased compressor (omega defined), got {compressor!r}; use masha2")
     send = _compressed_uplink(compressor, _check_seeds(seeds).torch("compress"))
@@ -268,10 +273,8 @@ def masha2(problem: BilinearSaddle, compressor: Compressor, *, gamma: float, ite
 
     Args as :func:`masha1`; ``p`` defaults to the compressor's α at dimension d.
     """
-    from commlab.compress.ef import EF14
-
     z = _start(problem, gamma, iterations, z0, stop_below)
-    alpha = _check_compressor(compressor, "contractive", problem)
+    alpha = _check_compressor(compressor).alpha_for(problem.d)
     if alpha is None and p is None:
         raise ValueError(f"masha2 needs p= for a compressor without a contraction constant alpha: {compressor!r}")
     ef = EF14(compressor)

@@ -61,7 +61,10 @@ def test_same_seeds_same_history(problem):
 
 def test_divergence_is_reported(problem):
     history = extragradient(problem, gamma=100.0, iterations=5000)
+    assert history.diverged and history.iterations < 5000 and math.isfinite(history.final)
+    history = masha1(problem, RandK(k=1), gamma=50.0, iterations=5000, seeds=SeedTree(0))
     assert history.diverged and history.iterations < 5000
+    assert not masha1(problem, RandK(ratio=0.2), gamma=0.1, iterations=50, seeds=SeedTree(0)).diverged
 
 
 @pytest.mark.parametrize(
