@@ -44,7 +44,7 @@ def top_indices(rows: torch.Tensor, k: int) -> torch.Tensor:
     kth = top.values.min(dim=1, keepdim=True).values
     # torch.topk's choice among ties is unspecified: where ties straddle the k-th place, redo
     # those rows with the deterministic rule
-    crossing = ((mags == kth).sum(dim=1) != (top.values == kth).sum(dim=1)).nonzero()[:, 0]
+    crossing = (torch.count_nonzero(mags >= kth, dim=1) > k).nonzero()[:, 0]
     picked = top.indices.sort(dim=1).values
     if crossing.numel():
         picked[crossing] = _first_k_at_least(mags[crossing], kth[crossing], k)
