@@ -82,15 +82,17 @@ def reverse_waterfilling(variances, rate_bits: float) -> np.ndarray:
     positive = lam[lam > 0]
     if rate_bits == 0 or positive.size == 0:
         return lam.copy()
+    log2_lam = np.log2(positive)
 
-    def rate(theta):
-        return 0.5 * np.sum(np.log2(np.maximum(positive / theta, 1.0)))
+    def rate(log2_theta):
+        return 0.5 * np.sum(np.maximum(log2_lam - log2_theta, 0.0))
 
-    lo, hi = positive.max() * 2.0 ** (-2.0 * rate_bits - 2), positive.max()
-    for _ in range(200):  # bisection on log(theta)
-        mid = np.sqrt(lo * hi)
+    # bisection on log2(theta); the smallest component alone would need theta = max·2^(-2R)
+    lo, hi = log2_lam.max() - 2.0 * rate_bits - 2.0, log2_lam.max()
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if rate(mid) > rate_bits else (lo, mid)
-    return np.minimum(lam, np.sqrt(lo * hi))
+    return np.minimum(lam, np.exp2(0.5 * (lo + hi)))
 
 
 def gaussian_equivalent_opta_mse(variances, n_symbols: int, snr_db) -> np.ndarray:

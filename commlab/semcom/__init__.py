@@ -13,7 +13,7 @@ Channels and power normalisation are in :mod:`commlab.channels`.
 from . import metrics
 from .denoise import DiffusionFeatureDenoiser, VPSchedule, WienerFeatureDenoiser
 from .digital import SeparationBaseline, allocate_bits, gaussian_uniform_quantizer
-from .interference import correlation, feature_moments, interference_statistics, lag1_autocorrelation
+from .interference import autocorrelation, correlation, feature_moments, interference_statistics, lag1_autocorrelation
 from .jscc import AFModule, DeepJSCC
 from .metrics import psnr, ssim
 from .omdma import ShuffledAccess
@@ -30,6 +30,7 @@ __all__ = [
     "VPSchedule",
     "WienerFeatureDenoiser",
     "allocate_bits",
+    "autocorrelation",
     "correlation",
     "feature_moments",
     "gaussian_uniform_quantizer",

@@ -10,6 +10,7 @@ schemes; below the design SNR the code fails and the receiver outputs the mean i
 
 from __future__ import annotations
 
+import copy
 import functools
 import heapq
 
@@ -81,6 +82,10 @@ class SeparationBaseline:
         order = torch.argsort(eigenvalues, descending=True)
         self.variances = eigenvalues[order].clamp_min(0.0).numpy()
         self.basis = eigenvectors[:, order]
+        self._design(n_symbols, snr_design_db)
+
+    def _design(self, n_symbols: int, snr_design_db: float) -> None:
+        self.n_symbols = int(n_symbols)
         self.snr_design_db = float(snr_design_db)
         self.total_bits = int(bounds.separation_bits(n_symbols, snr_design_db))
         self.bits = allocate_bits(self.variances, self.total_bits)
@@ -90,12 +95,26 @@ class SeparationBaseline:
         std = np.sqrt(self.variances[used])
         self._steps = torch.from_numpy(np.array([gaussian_uniform_quantizer(int(b))[0] for b in self.bits[used]]) * std)
 
-    def __call__(self, images: torch.Tensor, snr_test_db: float) -> torch.Tensor:
-        """Reconstructions ``[N, ...]`` at test SNR ``snr_test_db`` (the mean image if below the design SNR)."""
+    def redesign(self, n_symbols: int, snr_design_db: float) -> SeparationBaseline:
+        """The same PCA with another channel budget or design SNR (no refit)."""
+        other = copy.copy(self)
+        other._design(n_symbols, snr_design_db)
+        return other
+
+    def __call__(self, images: torch.Tensor, snr_test_db) -> torch.Tensor:
+        """Reconstructions ``[N, ...]`` at test SNR ``snr_test_db``: a number, or a ``[N]`` tensor of per-image
+        effective SNRs (e.g. ``|h|²·SNR`` on slow fading). Images whose SNR is below the design SNR are in
+        outage and come back as the mean image."""
         n = images.shape[0]
-        if snr_test_db < self.snr_design_db:
-            return self.mean.float().reshape(self.shape).expand(n, *self.shape).clone()
+        snr = torch.as_tensor(snr_test_db, dtype=torch.float64).expand(n)
+        if not bool(torch.isfinite(snr).all()):
+            raise ValueError(f"snr_test_db must be finite, got {snr_test_db!r}")
+        mean_image = self.mean.float().reshape(self.shape).expand(n, *self.shape)
+        outage = snr < self.snr_design_db
+        if bool(outage.all()):
+            return mean_image.clone()
         coeff = (images.reshape(n, -1).double() - self.mean) @ self.basis[:, self._used]
         idx = torch.clamp(torch.floor(coeff / self._steps), -self._levels / 2, self._levels / 2 - 1)
         rec = self.mean + ((idx + 0.5) * self._steps) @ self.basis[:, self._used].T
-        return rec.clamp(0.0, 1.0).float().reshape(n, *self.shape)
+        rec = rec.clamp(0.0, 1.0).float().reshape(n, *self.shape)
+        return torch.where(outage.reshape((n,) + (1,) * len(self.shape)), mean_image, rec)

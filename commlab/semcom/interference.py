@@ -16,12 +16,21 @@ def _centre(v: torch.Tensor) -> torch.Tensor:
     return v - v.mean(dim=-1, keepdim=True)
 
 
-def lag1_autocorrelation(v: torch.Tensor) -> float:
-    """Mean over examples of ``Re Σ_i v_i* v_{i+1} / Σ_i |v_i|²`` of the centred complex vectors ``[B, n]``."""
+def autocorrelation(v: torch.Tensor, max_lag: int) -> np.ndarray:
+    """Mean over examples of ``Re Σ_i v_i* v_{i+l} / Σ_i |v_i|²`` for lags ``l = 0 … max_lag`` of the centred
+    complex vectors ``v`` ``[B, n]``; returns float ``[max_lag + 1]`` (entry 0 is 1)."""
     require_complex("v", v)
+    if not 0 <= max_lag < v.shape[-1]:
+        raise ValueError(f"max_lag must be in [0, {v.shape[-1] - 1}], got {max_lag}")
     c = _centre(v.to(torch.complex128))
-    num = (c[:, :-1].conj() * c[:, 1:]).sum(dim=1).real
-    return float((num / c.abs().square().sum(dim=1)).mean())
+    energy = c.abs().square().sum(dim=1)
+    return np.array([float(((c[:, :c.shape[1] - lag].conj() * c[:, lag:]).sum(dim=1).real / energy).mean())
+                     for lag in range(max_lag + 1)])
+
+
+def lag1_autocorrelation(v: torch.Tensor) -> float:
+    """Lag-1 value of :func:`autocorrelation`."""
+    return float(autocorrelation(v, 1)[1])
 
 
 def correlation(v: torch.Tensor, s: torch.Tensor) -> float:

@@ -94,6 +94,10 @@ def test_interference_statistics_of_white_gaussian_noise():
     assert abs(st["lag1"]) < 0.02 and abs(st["corr_signal"]) < 0.02
     assert abs(st["excess_kurtosis"]) < 0.15 and st["ks"] < 0.02
     assert semcom.correlation(s, s) == pytest.approx(1.0)
+    acf = semcom.autocorrelation(w, 3)
+    assert acf[0] == pytest.approx(1.0) and np.all(np.abs(acf[1:]) < 0.02)
+    alternating = torch.tensor([[1, -1, 1, -1, 1, -1]], dtype=torch.complex64)
+    assert semcom.lag1_autocorrelation(alternating) == pytest.approx(-5 / 6)
 
 
 def test_feature_moments_and_interference_model():
@@ -231,6 +235,11 @@ def test_separation_baseline_cliff_and_budget():
     assert torch.allclose(below, imgs[:500].mean(0, keepdim=True).expand_as(below), atol=1e-6)
     assert semcom.psnr(test, above).mean() > semcom.psnr(test, below).mean() + 3
     assert torch.equal(sep(test, 25.0), above)
+    other = sep.redesign(4, 20.0)
+    assert other.total_bits == math.floor(4 * math.log2(101)) and sep.total_bits == math.floor(4 * math.log2(11))
+    assert torch.equal(other(test, 15.0), below)
+    mixed = sep(test, torch.where(torch.arange(100) % 2 == 0, 5.0, 15.0))  # per-image SNR: outage on even images
+    assert torch.equal(mixed[0::2], below[0::2]) and torch.equal(mixed[1::2], above[1::2])
 
 
 def test_psnr_and_ssim():
