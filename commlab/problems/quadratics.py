@@ -6,8 +6,8 @@ Worker i holds a positive semi-definite H_i = A_iᵀA_i and a local optimum x_i*
 
 with A_i = G_i/sqrt(d) + I (G_i ∈ R^{d×d} i.i.d. N(0, 1)) and x_i* = (c + ζ u_i)/sqrt(d)
 (c, u_i ~ N(0, I_d)). ζ spreads the local optima (ζ = 0: all workers share the optimum c/sqrt(d));
-the common part c keeps the optimum away from the usual start x⁰ = 0. The stochastic oracle returns
-∇f_i(x) + σ ξ_i with ξ_i ~ N(0, I_d), independently per worker and call.
+the common part c keeps the optimum away from the usual start x⁰ = 0. Stochastic gradients
+∇f_i(x) + σ ξ_i, ξ_i ~ N(0, I_d), come from :meth:`FiniteSum.stochastic_grads` (x, σ, generator).
 
 f is a quadratic with Hessian H̄ = (1/n) Σ_i H_i, so in closed form
 
@@ -28,13 +28,12 @@ from commlab.problems.smoothness import lambda_max
 
 
 class HeterogeneousQuadratics(FiniteSum):
-    """f(x) = (1/n) Σ_i ½ (x − x_i*)ᵀ H_i (x − x_i*) with a noisy gradient oracle.
+    """f(x) = (1/n) Σ_i ½ (x − x_i*)ᵀ H_i (x − x_i*).
 
     Args:
         H: symmetric positive semi-definite matrices, float tensor [n, d, d]; their mean must be
             positive definite (so that x* is unique).
         optima: local optima x_i*, float tensor [n, d].
-        sigma: standard deviation (≥ 0) of the oracle noise per coordinate.
 
     Attributes:
         n, d: workers and dimension.
@@ -43,14 +42,13 @@ class HeterogeneousQuadratics(FiniteSum):
         x_star: [d] minimiser of f (problem dtype). f_star: float, f(x*) in float64.
     """
 
-    def __init__(self, H: torch.Tensor, optima: torch.Tensor, sigma: float = 0.0):
+    def __init__(self, H: torch.Tensor, optima: torch.Tensor):
         if not isinstance(H, torch.Tensor) or H.ndim != 3 or H.shape[1] != H.shape[2]:
             raise ValueError("H must be a float tensor of shape [n, d, d]")
         n, d, _ = H.shape
         check_tensor("H", H, ((n, d, d),))
         check_tensor("optima", optima, ((n, d),))
         self.dtype = check_dtype(H.dtype)
-        self.sigma = check_nonnegative("sigma", sigma)
         H64, optima64 = H.double(), optima.double()
         if not torch.allclose(H64, H64.transpose(1, 2), rtol=1e-10, atol=1e-12):
             raise ValueError("H must be symmetric")
@@ -84,14 +82,6 @@ class HeterogeneousQuadratics(FiniteSum):
             return (self._H_rows @ x).reshape(self.n, self.d) - self._H_optima
         return (self.H @ (x - self.optima).unsqueeze(-1)).squeeze(-1)
 
-    def stochastic_grads(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """∇f_i(x) + σ ξ_i, stacked: x [d] or X [n, d] -> [n, d]; ξ drawn from ``generator``."""
-        check_generator(generator)
-        grads = self.grads(x)
-        if self.sigma == 0.0:
-            return grads
-        return grads + self.sigma * torch.randn(self.n, self.d, generator=generator, dtype=self.dtype)
-
     def suboptimality(self, x: torch.Tensor) -> torch.Tensor:
         """f(x) − f* = ½ (x − x*)ᵀ H̄ (x − x*) for x of shape [..., d] (e.g. a trajectory [T, d]),
         in float64, shape [...]. Exact (no cancellation against f*)."""
@@ -102,7 +92,7 @@ class HeterogeneousQuadratics(FiniteSum):
 
 
 def heterogeneous_quadratics(n: int, d: int, *, generator: torch.Generator, zeta: float = 0.0,
-                             sigma: float = 0.0, dtype: torch.dtype = torch.float64) -> HeterogeneousQuadratics:
+                             dtype: torch.dtype = torch.float64) -> HeterogeneousQuadratics:
     """Draw the EControl brief's heterogeneous quadratics (see the module docstring).
 
     All draws are made in float64 from ``generator`` and then cast, so the float32 and float64
@@ -112,12 +102,11 @@ def heterogeneous_quadratics(n: int, d: int, *, generator: torch.Generator, zeta
         n, d: workers and dimension (each ≥ 1).
         generator: torch.Generator for all draws.
         zeta: spread (≥ 0) of the local optima (data heterogeneity).
-        sigma: oracle noise standard deviation (≥ 0).
         dtype: torch.float64 (default) or torch.float32.
     """
     n, d = check_int("n", n, low=1), check_int("d", d, low=1)
     check_generator(generator)
-    zeta, sigma = check_nonnegative("zeta", zeta), check_nonnegative("sigma", sigma)
+    zeta = check_nonnegative("zeta", zeta)
     check_dtype(dtype)
     f64 = torch.float64
     A = torch.randn(n, d, d, generator=generator, dtype=f64) / math.sqrt(d) + torch.eye(d, dtype=f64)
@@ -126,4 +115,4 @@ def heterogeneous_quadratics(n: int, d: int, *, generator: torch.Generator, zeta
     common = torch.randn(d, generator=generator, dtype=f64)
     spread = torch.randn(n, d, generator=generator, dtype=f64)
     optima = (common + zeta * spread) / math.sqrt(d)
-    return HeterogeneousQuadratics(H.to(dtype), optima.to(dtype), sigma=sigma)
+    return HeterogeneousQuadratics(H.to(dtype), optima.to(dtype))

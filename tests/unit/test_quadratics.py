@@ -11,7 +11,7 @@ def gen(seed=0):
 
 
 def problem(**kwargs):
-    options = dict(n=5, d=6, zeta=2.0, sigma=0.5, generator=gen())
+    options = dict(n=5, d=6, zeta=2.0, generator=gen())
     options.update(kwargs)
     return heterogeneous_quadratics(**options)
 
@@ -57,17 +57,15 @@ def test_zeta_controls_heterogeneity_and_zero_gives_a_shared_optimum():
     assert torch.equal(shared.H, spread.H)  # same draws, only the optima move
 
 
-def test_stochastic_oracle_noise_and_determinism():
-    p = problem(sigma=0.5, n=50, d=40)
+def test_stochastic_gradients_from_the_finite_sum_oracle():
+    p = problem(n=50, d=40)
     x = torch.zeros(p.d, dtype=torch.float64)
-    noise = p.stochastic_grads(x, gen(3)) - p.grads(x)
+    noise = p.stochastic_grads(x, 0.5, gen(3)) - p.grads(x)
     assert noise.std().item() == pytest.approx(0.5, rel=0.05) and abs(noise.mean().item()) < 0.03
-    assert torch.equal(p.stochastic_grads(x, gen(3)), p.stochastic_grads(x, gen(3)))
+    assert torch.equal(p.stochastic_grads(x, 0.5, gen(3)), p.stochastic_grads(x, 0.5, gen(3)))
     state = torch.get_rng_state()
-    p.stochastic_grads(x, gen(4))
+    p.stochastic_grads(x, 0.5, gen(4))
     assert torch.equal(torch.get_rng_state(), state)
-    exact = problem(sigma=0.0)
-    assert torch.equal(exact.stochastic_grads(x[:exact.d], gen(3)), exact.grads(x[:exact.d]))
 
 
 def test_same_generator_same_problem_and_float32_holds_the_same_data():
@@ -82,8 +80,8 @@ def test_bad_input_is_rejected():
         heterogeneous_quadratics(0, 3, generator=gen())
     with pytest.raises(ValueError, match="zeta"):
         heterogeneous_quadratics(2, 3, zeta=-1.0, generator=gen())
-    with pytest.raises(TypeError, match="sigma"):
-        heterogeneous_quadratics(2, 3, sigma="1", generator=gen())
+    with pytest.raises(TypeError, match="zeta"):
+        heterogeneous_quadratics(2, 3, zeta="1", generator=gen())
     with pytest.raises(TypeError, match="generator"):
         heterogeneous_quadratics(2, 3, generator=0)
     with pytest.raises(ValueError, match="dtype"):
