@@ -1,8 +1,8 @@
 """Synthetic objectives with known constants, and small solvers for them.
 
 * :func:`heterogeneous_least_squares` / :class:`HeterogeneousLeastSquares`: ½‖A_i x − b_i‖² per worker
-  (+ optional non-convex regulariser), exact L_i, L, x*, f*; :func:`heterogeneous_quadratics`
-  (EControl's ½(x − x_i*)ᵀH_i(x − x_i*)) as the same class.
+  (+ optional non-convex regulariser), exact L_i, L, x*, f*.
+* :func:`heterogeneous_quadratics` / :class:`HeterogeneousQuadratics`: EControl's ½(x − x_i*)ᵀH_i(x − x_i*).
 * :func:`nonconvex_logreg` / :class:`NonconvexLogReg`: logistic loss + λ Σ x_j²/(1+x_j²), with
   :func:`synthetic_classification` and :func:`sklearn_binary` data.
 * :func:`bilinear_saddle` / :class:`BilinearSaddle`: strongly-monotone affine operators F_m, z*, L_max.
@@ -15,19 +15,17 @@ per-worker quantities stacked along a leading worker axis.
 
 from commlab.problems.bilinear import BilinearSaddle, bilinear_saddle
 from commlab.problems.finite_sum import FiniteSum, worker_scales
-from commlab.problems.least_squares import (
-    HeterogeneousLeastSquares,
-    heterogeneous_least_squares,
-    heterogeneous_quadratics,
-)
+from commlab.problems.least_squares import HeterogeneousLeastSquares, heterogeneous_least_squares
 from commlab.problems.logistic import NonconvexLogReg, nonconvex_logreg, sklearn_binary, synthetic_classification
 from commlab.problems.penalty import nonconvex_penalty, nonconvex_penalty_grad
+from commlab.problems.quadratics import HeterogeneousQuadratics, heterogeneous_quadratics
 from commlab.problems.smoothness import SmoothnessConstants, lambda_max, smoothness_constants
 
 __all__ = [
     "BilinearSaddle",
     "FiniteSum",
     "HeterogeneousLeastSquares",
+    "HeterogeneousQuadratics",
     "NonconvexLogReg",
     "SmoothnessConstants",
     "bilinear_saddle",

@@ -18,9 +18,6 @@ Two heterogeneity knobs in :func:`heterogeneous_least_squares`:
 * smoothness: worker i's A_i is multiplied by s_i (``heavy_frac``/``scale``, or explicit ``scales``),
   so L_i ∝ s_i². A few heavy workers make L_AM ≪ L_QM, the regime of EF21-W;
 * data: worker i's planted solution is x_true + ζ·u_i (u_i ~ N(0, I)), so local minimisers differ.
-
-:func:`heterogeneous_quadratics` builds the EControl brief's quadratics f_i(x) = ½(x − x_i*)ᵀH_i(x − x_i*)
-as the same class (A_i = H_i^{1/2} factor, b_i = A_i x_i*).
 """
 
 from __future__ import annotations
@@ -134,25 +131,3 @@ def heterogeneous_least_squares(n: int, d: int, m: int, *, generator: torch.Gene
     b = worker_matvec(A, x_true + zeta * spread) + noise * eps
     return HeterogeneousLeastSquares(A.to(dtype), b.to(dtype), lam=lam)
 
-
-def heterogeneous_quadratics(n: int, d: int, *, zeta: float, generator: torch.Generator,
-                             dtype: torch.dtype = torch.float32) -> HeterogeneousLeastSquares:
-    """The EControl brief's synthetic quadratics.
-
-    A_i = G_i / sqrt(d) + I with G_i i.i.d. N(0, 1) [d, d], H_i = A_iᵀA_i, local optimum
-    x_i* = ζ · N(0, I_d) / sqrt(d), and f_i(x) = ½ (x − x_i*)ᵀ H_i (x − x_i*) = ½ ‖A_i x − A_i x_i*‖².
-    ζ = 0 makes all local optima equal (f* = 0); x* and f* of the average are exact.
-    Stochastic gradients: :meth:`FiniteSum.stochastic_grads` (exact gradient + σ N(0, I)).
-
-    Args:
-        n, d: workers and dimension (≥ 1). zeta: spread of the local optima (≥ 0).
-        generator: torch.Generator for all draws (float64, then cast). dtype: float32 or float64.
-    """
-    n, d = check_int("n", n, low=1), check_int("d", d, low=1)
-    zeta = check_nonnegative("zeta", zeta)
-    check_generator(generator)
-    check_dtype(dtype)
-    f64 = torch.float64
-    A = torch.randn(n, d, d, generator=generator, dtype=f64) / math.sqrt(d) + torch.eye(d, dtype=f64)
-    local = zeta * torch.randn(n, d, generator=generator, dtype=f64) / math.sqrt(d)
-    return HeterogeneousLeastSquares(A.to(dtype), worker_matvec(A, local).to(dtype))

@@ -8,7 +8,6 @@ import torch
 from commlab.problems import (
     bilinear_saddle,
     heterogeneous_least_squares,
-    heterogeneous_quadratics,
     nonconvex_logreg,
     nonconvex_penalty,
     nonconvex_penalty_grad,
@@ -204,18 +203,6 @@ def test_smoothness_constants_summary():
 def test_bad_input_raises(call, error):
     with pytest.raises(error):
         call()
-
-
-def test_heterogeneous_quadratics_match_their_definition():
-    problem = heterogeneous_quadratics(5, 6, zeta=10.0, generator=gen(), dtype=torch.float64)
-    local = torch.linalg.solve(problem.A, problem.b)  # x_i* (A_i = G_i/sqrt(d) + I is invertible here)
-    x = torch.randn(6, generator=gen(1), dtype=torch.float64)
-    hessians = problem.A.transpose(1, 2) @ problem.A
-    expected = 0.5 * torch.einsum("ni,nij,nj->n", x - local, hessians, x - local)
-    assert torch.allclose(problem.losses(x), expected)
-    assert float(problem.grads(local[2])[2].abs().max()) < 1e-10
-    assert problem.grad_norm_sq(problem.x_star) < 1e-20 and problem.f_star > 0
-    assert heterogeneous_quadratics(5, 6, zeta=0.0, generator=gen()).f_star < 1e-10
 
 
 def test_stochastic_grads_add_seeded_gaussian_noise():
