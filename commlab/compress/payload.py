@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -141,9 +142,9 @@ class Payload:
     def workers(self) -> int:
         return self.shape[0] if len(self.shape) == 2 else 1
 
-    @property
+    @cached_property
     def row_bits(self) -> tuple[int, ...]:
-        """Wire bits sent by each row (worker)."""
+        """Wire bits sent by each row (worker); computed once."""
         totals = [0] * self.workers
         for part in self.parts:
             for w, bits in enumerate(part.row_bits()):
