@@ -17,7 +17,7 @@ from .interference import autocorrelation, correlation, feature_moments, interfe
 from .jscc import AFModule, DeepJSCC
 from .metrics import psnr, ssim
 from .omdma import ShuffledAccess
-from .shuffle import Shuffler, inverse_permutation, keyed_permutation
+from .shuffle import Shuffler, frame_key, inverse_permutation, keyed_permutation
 from .train import jscc_psnr, train_jscc
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "autocorrelation",
     "correlation",
     "feature_moments",
+    "frame_key",
     "gaussian_uniform_quantizer",
     "interference_statistics",
     "inverse_permutation",

@@ -39,45 +39,47 @@ class ShuffledAccess:
     def shuffler(self, key) -> Shuffler:
         return Shuffler(self.n_symbols, key, self.granularity, self.tokens)
 
-    def transmit(self, z: torch.Tensor, *, generator: torch.Generator | None) -> MACResult:
-        """``z``: complex ``[B, K, n_symbols]`` unit-power features of the K users."""
+    def transmit(self, z: torch.Tensor, *, generator: torch.Generator | None, frames=None) -> MACResult:
+        """``z``: complex ``[B, K, n_symbols]`` unit-power features of the K users; ``frames`` (one index per
+        example) selects per-frame permutations from each key's schedule (see :class:`Shuffler`)."""
         require_complex("z", z)
         if z.ndim != 3 or z.shape[-1] != self.n_symbols:
             raise ValueError(f"z must be [batch, users, {self.n_symbols}], got shape {tuple(z.shape)}")
         if self.shufflers is not None:
             if z.shape[1] != len(self.shufflers):
                 raise ValueError(f"z carries {z.shape[1]} users but {len(self.shufflers)} keys were given")
-            z = torch.stack([sh.shuffle(z[:, k]) for k, sh in enumerate(self.shufflers)], dim=1)
+            z = torch.stack([sh.shuffle(z[:, k], frames) for k, sh in enumerate(self.shufflers)], dim=1)
         return self.mac.transmit(z, generator=generator)
 
     def amplitudes(self, result: MACResult) -> torch.Tensor:
         """Effective gains ``a_k = h_k·sqrt(P_k)``, complex ``[B, K]``."""
         return result.h * self.mac._power_vector(result.h.shape[1], result.h.device).sqrt()
 
-    def _unshuffle(self, y: torch.Tensor, user: int, key=None) -> torch.Tensor:
+    def _unshuffle(self, y: torch.Tensor, user: int, key=None, frames=None) -> torch.Tensor:
         if key is not None:
-            return self.shuffler(key).unshuffle(y)
-        return y if self.shufflers is None else self.shufflers[user].unshuffle(y)
+            return self.shuffler(key).unshuffle(y, frames)
+        return y if self.shufflers is None else self.shufflers[user].unshuffle(y, frames)
 
-    def receive(self, result: MACResult, user: int, key=None) -> torch.Tensor:
-        """``r_k = Π_k⁻¹(y / a_k)`` for ``user`` (``[B, n_symbols]``).
+    def receive(self, result: MACResult, user: int, key=None, frames=None) -> torch.Tensor:
+        """``r_k = Π_k⁻¹(y / a_k)`` for ``user`` (``[B, n_symbols]``), with the ``frames`` used to transmit.
 
         ``key`` replaces the user's key (the wrong-key privacy test)."""
-        return self._unshuffle(result.y / self.amplitudes(result)[:, user:user + 1], user, key)
+        return self._unshuffle(result.y / self.amplitudes(result)[:, user:user + 1], user, key, frames)
 
     def interference_model(self, result: MACResult, user: int, feature_mean: torch.Tensor,
-                           feature_spread: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                           feature_spread: float, frames=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """What the receiver knows about ``r_k − z_k``: its mean ``[B, n]``, its variance per real component
         ``[B]`` and the SINR ``[B]`` (linear), from the features' mean vector ``μ`` ``[n]`` and spread ``s²``
         (see :func:`~commlab.semcom.feature_moments`)."""
         a = self.amplitudes(result)
         rel = a / a[:, user:user + 1]
         mean = torch.zeros(a.shape[0], self.n_symbols, dtype=torch.complex64, device=a.device)
+        mu = feature_mean if frames is None else feature_mean.expand(a.shape[0], self.n_symbols)
         for j in range(a.shape[1]):
             if j != user:
-                moved = feature_mean
+                moved = mu
                 if self.shufflers is not None:
-                    moved = self._unshuffle(self.shufflers[j].shuffle(feature_mean), user)
+                    moved = self._unshuffle(self.shufflers[j].shuffle(mu, frames), user, frames=frames)
                 mean = mean + rel[:, j:j + 1] * moved
         others = rel.abs().square().sum(dim=1) - 1.0
         noise = torch.as_tensor(result.no, dtype=torch.float32).reshape(-1)

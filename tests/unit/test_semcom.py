@@ -22,6 +22,7 @@ def test_keyed_permutation_golden_values():
     assert semcom.keyed_permutation(0, 10).tolist() == [4, 7, 9, 6, 8, 1, 3, 5, 0, 2]
     assert semcom.keyed_permutation(1, 10).tolist() == [0, 7, 5, 9, 3, 8, 2, 1, 6, 4]
     assert semcom.keyed_permutation("alice", 12).tolist() == [2, 0, 1, 5, 6, 10, 7, 9, 4, 3, 8, 11]
+    assert semcom.keyed_permutation(semcom.frame_key("alice", 3), 8).tolist() == [5, 0, 6, 7, 4, 3, 2, 1]
 
 
 def test_keyed_permutation_ignores_global_rng_and_distinguishes_key_types():
@@ -44,6 +45,23 @@ def test_shuffle_round_trip_is_exact_and_differentiable(granularity, tokens):
     assert torch.equal(sh.shuffle(sh.unshuffle(z)), z)
     s.real.sum().backward()
     assert torch.equal(z.grad, torch.ones_like(z.real).to(z.grad.dtype))
+
+
+@pytest.mark.parametrize("granularity,tokens", [("element", None), ("token", 7)])
+def test_per_frame_key_schedule(granularity, tokens):
+    z = ch.complex_normal((5, 2, 14), generator=gen())
+    sh = semcom.Shuffler(14, "k", granularity, tokens)
+    frames = [3, 4, 5, 6, 7]
+    s = sh.shuffle(z, frames)
+    assert torch.equal(sh.unshuffle(s, frames), z)
+    for b, f in enumerate(frames):  # example b uses the permutation of frame f, the same for every row
+        perm = sh.frame_permutations([f])[0]
+        assert torch.equal(s[b], z[b][..., perm])
+    assert not torch.equal(sh.frame_permutations([3])[0], sh.frame_permutations([4])[0])
+    assert semcom.keyed_permutation(semcom.frame_key(0, 2), 10).tolist() == \
+        semcom.keyed_permutation("int:0#frame:2", 10).tolist()
+    with pytest.raises(ValueError, match="frames"):
+        sh.shuffle(z, [1, 2])
 
 
 def test_token_shuffle_keeps_feature_vectors_together():
@@ -85,6 +103,10 @@ def test_shuffled_access_recovers_single_user_and_whitens_interference():
     assert abs(stats[False]["lag1"]) < 0.1 and abs(stats[False]["corr_signal"]) < 0.1
     wrong = acc.receive(acc.transmit(z, generator=gen()), 0, key="c")
     assert (wrong - z[:, 0]).abs().square().mean() > 1.0
+    frames = list(range(b))
+    per_frame = acc.receive(acc.transmit(z, generator=gen(), frames=frames), 0, frames=frames)
+    st = semcom.interference_statistics(per_frame - z[:, 0], z[:, 0])
+    assert abs(st["lag1"]) < 0.1 and abs(st["corr_signal"]) < 0.05
 
 
 def test_interference_statistics_of_white_gaussian_noise():
@@ -115,6 +137,12 @@ def test_feature_moments_and_interference_model():
     assert torch.allclose(sinr, torch.full((2,), 1 / (5 * spread + 0.5)))
     # for zero-mean unit-spread features the model's SINR is the MAC's (which counts unit-power users)
     assert torch.allclose(acc.interference_model(res, 0, mu * 0, 1.0)[2], acc.sinr(res)[:, 0])
+    res_f = acc.transmit(z, generator=gen(5), frames=[0, 1])
+    mean_f = acc.interference_model(res_f, 0, mu, spread, frames=[0, 1])[0]
+    sh = acc.shufflers
+    expected_1 = (2 * sh[0].unshuffle(sh[1].shuffle(mu[None], [1]), [1])
+                  + sh[0].unshuffle(sh[2].shuffle(mu[None], [1]), [1]))
+    assert torch.allclose(mean_f[1:], expected_1, atol=1e-6)
 
 
 # --- denoisers -------------------------------------------------------------------------------------
