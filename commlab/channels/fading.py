@@ -29,8 +29,9 @@ EQUALIZERS = ("zf", "mmse", None)
 @dataclass
 class FadingResult:
     """What one transmission produced: ``y`` as handed to the decoder (equalised unless ``csi="none"``),
-    the raw received ``y_raw``, the true gains ``h`` and the receiver's estimate ``h_hat`` (both shaped like
-    ``y``, broadcast over each block; ``h_hat`` is None without CSI), and ``no`` (N0)."""
+    the raw received ``y_raw``, the true gains ``h`` and the receiver's estimate ``h_hat`` (both broadcastable
+    against ``y``: ``[B, 1, ..., 1]`` with one gain per example, the shape of ``y`` with blocks; ``h_hat`` is
+    None without CSI), and ``no`` (N0)."""
 
     y: torch.Tensor
     y_raw: torch.Tensor
@@ -78,11 +79,10 @@ class BlockFading(nn.Module):
         return los + scattered * math.sqrt(1.0 / (k + 1.0))
 
     def _expand(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Per-example or per-block gains ``g`` expanded to the shape of ``x``."""
+        """Per-example gains ``g`` shaped to broadcast against ``x``, or per-block gains repeated to its shape."""
         if self.block_size is None:
-            return g.reshape((-1,) + (1,) * (x.ndim - 1)).expand(x.shape)
-        n = x.shape[-1]
-        return g.repeat_interleave(self.block_size, dim=-1)[..., :n].expand(x.shape)
+            return g.reshape((-1,) + (1,) * (x.ndim - 1))
+        return g.repeat_interleave(self.block_size, dim=-1)[..., :x.shape[-1]]
 
     def transmit(self, x: torch.Tensor, *, generator: torch.Generator | None, snr_db=None, no=None) -> FadingResult:
         """Send ``x`` (complex ``[batch, ..., n]``) and return everything the receiver and the analyst need."""
@@ -120,8 +120,8 @@ def equalize(y: torch.Tensor, h_hat: torch.Tensor, no, method: str | None = "mms
     if method is None:
         return y
     if method == "zf":
-        return y / h_hat
-    return h_hat.conj() * y / (h_hat.abs().square() + no)
+        return y * (1.0 / h_hat)
+    return y * (h_hat.conj() / (h_hat.abs().square() + no))
 
 
 class RayleighBlockFading(BlockFading):

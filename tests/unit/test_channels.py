@@ -115,7 +115,10 @@ def test_rayleigh_gain_statistics_and_blocks():
     g = torch.Generator().manual_seed(6)
     x = torch.ones(200_000, 4, dtype=torch.complex64)
     res = ch.RayleighBlockFading(10.0).transmit(x, generator=g)
-    assert torch.equal(res.h[:, :1].expand_as(res.h), res.h)  # constant inside a block (one per example)
+    assert res.h.shape == (200_000, 1)  # one gain per example, broadcast over its symbols
+    noiseless = ch.RayleighBlockFading(no=0.0, csi="none", equalizer=None).transmit(x[:5] * torch.arange(1, 5),
+                                                                                     generator=g)
+    assert torch.allclose(noiseless.y / torch.arange(1, 5), noiseless.y[:, :1].expand(5, 4))
     power = res.h[:, 0].abs().square().double().numpy()
     assert power.mean() == pytest.approx(1.0, rel=0.01)
     assert stats.kstest(power[:20_000], "expon").pvalue > 0.01
