@@ -43,9 +43,12 @@ def main() -> None:
     G0, G = torch.randn(workers, d, generator=gen), torch.randn(workers, d, generator=gen)
     compressor = TopK(k=args.k)
 
+    mechanism = EF21(compressor)
+    mechanism.start(G0)  # the dense first message, once: h_i = g_i^0, server = mean
+    started = mechanism.state_dict()
+
     def stacked_round() -> torch.Tensor:
-        mechanism = EF21(compressor)
-        mechanism.start(G0)
+        mechanism.load_state_dict(started)  # both rounds start from a copy of the same state
         return mechanism.step(G)[0]
 
     def baseline_round() -> torch.Tensor:

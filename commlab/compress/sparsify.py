@@ -40,14 +40,15 @@ def top_indices(rows: torch.Tensor, k: int) -> torch.Tensor:
         if picked is not None:
             return picked[None]
     mags = rows.abs()
-    top = mags.topk(k, dim=1, sorted=False)
-    kth = top.values.min(dim=1, keepdim=True).values
-    # torch.topk's choice among ties is unspecified: where ties straddle the k-th place, redo
-    # those rows with the deterministic rule
-    crossing = (torch.count_nonzero(mags >= kth, dim=1) > k).nonzero()[:, 0]
-    picked = top.indices.sort(dim=1).values
+    if k == d:
+        return torch.arange(d).expand(W, d).clone()
+    # the (k+1)-th largest tells whether ties straddle the k-th place; torch.topk's choice among
+    # ties is unspecified, so only those rows are redone with the deterministic rule
+    top = mags.topk(k + 1, dim=1, sorted=True)
+    picked = top.indices[:, :k].sort(dim=1).values
+    crossing = (top.values[:, k] == top.values[:, k - 1]).nonzero()[:, 0]
     if crossing.numel():
-        picked[crossing] = _first_k_at_least(mags[crossing], kth[crossing], k)
+        picked[crossing] = _first_k_at_least(mags[crossing], top.values[crossing, k - 1 : k], k)
     return picked
 
 
