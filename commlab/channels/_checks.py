@@ -6,10 +6,12 @@ range; the message names the argument and the allowed range.
 
 from __future__ import annotations
 
-import math
-from numbers import Real
-
 import torch
+
+from commlab._checks import check_choice, check_probability, check_real_number
+
+__all__ = ["as_finite_tensor", "broadcast_per_example", "check_choice", "check_generator", "check_probability",
+           "check_real_number", "require_complex", "require_real", "require_tensor"]
 
 
 def require_tensor(name: str, x) -> torch.Tensor:
@@ -45,31 +47,6 @@ def check_generator(generator, x: torch.Tensor) -> torch.Generator | None:
     if generator.device.type != x.device.type:
         raise ValueError(f"generator is on {generator.device} but the signal is on {x.device}")
     return generator
-
-
-def check_real_number(name: str, value, *, low: float | None = None, low_open: bool = False) -> float:
-    """``value`` as a finite float, optionally ``>= low`` (or ``> low`` if ``low_open``)."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a finite real number, got {type(value).__name__}: {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if low is not None and (value <= low if low_open else value < low):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
-    return value
-
-
-def check_probability(name: str, value) -> float:
-    value = check_real_number(name, value, low=0.0)
-    if value > 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return value
-
-
-def check_choice(name: str, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)!r}, got {value!r}")
-    return value
 
 
 def as_finite_tensor(name: str, value, like: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_fraction, check_seed
+from commlab._checks import check_choice, check_fraction, check_seed
+
 from .partition import train_test_indices
 
 

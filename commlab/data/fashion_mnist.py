@@ -28,9 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from commlab._checks import check_choice, check_int, check_seed
 from commlab.lab.files import atomic_write_bytes
-
-from ._checks import check_choice, check_int, check_seed
 
 CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_fraction, check_int, check_positive, check_seed
+from commlab._checks import check_fraction, check_int, check_positive, check_seed
 
 
 def _check_labels(labels) -> np.ndarray:

@@ -13,7 +13,7 @@ import functools
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_int, check_seed
+from commlab._checks import check_choice, check_int, check_seed
 
 SOURCES = {
     "train": (

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_choice, check_int, check_positive
+from commlab._checks import check_choice, check_int, check_positive
 
 KINDS = ("permutation", "dirichlet")
 """Affinity structures of :func:`transition_matrices`."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_int, check_positive
+from commlab._checks import check_int, check_positive
 
 
 class SpuriousBlocks:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_int
+from commlab._checks import check_choice, check_int
 
 VOCAB = "\n" + "".join(chr(code) for code in range(32, 127)) + "\x00"
 """The 97 symbols: index 0 is newline, 1..95 printable ASCII 32..126, 96 the unknown symbol (shown as

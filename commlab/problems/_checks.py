@@ -1,43 +1,19 @@
 """Argument checks shared by the problem constructors and solvers.
 
 ``TypeError`` for a value of the wrong type, ``ValueError`` for a value out of range; the message
-names the argument and the allowed range. Integer and positivity checks come from
-:mod:`commlab.data._checks`.
+names the argument and the allowed range. Scalar checks come from :mod:`commlab._checks`.
 """
 
 from __future__ import annotations
 
-import math
-from numbers import Real
-
 import torch
 
-from commlab.data._checks import check_choice, check_int, check_positive
+from commlab._checks import check_choice, check_int, check_nonnegative, check_positive, check_real_in
 
 __all__ = ["check_choice", "check_dtype", "check_generator", "check_int", "check_nonnegative", "check_positive",
            "check_real_in", "check_tensor"]
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
-
-
-def check_nonnegative(name: str, value) -> float:
-    """``value`` as a float that is finite and >= 0."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a non-negative real number, got {type(value).__name__}: {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and value >= 0.0):
-        raise ValueError(f"{name} must be finite and >= 0, got {value}")
-    return value
-
-
-def check_real_in(name: str, value, low: float, high: float) -> float:
-    """``value`` as a float in the closed interval ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number in [{low}, {high}], got {type(value).__name__}: {value!r}")
-    value = float(value)
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
-    return value
 
 
 def check_generator(generator) -> torch.Generator:

@@ -1,4 +1,4 @@
-"""Argument checks shared by the data loaders.
+"""Scalar argument checks shared across commlab (data loaders, problems, channels).
 
 Each check raises ``TypeError`` for a value of the wrong type and ``ValueError`` for a value out of
 range, and the message names the argument and the allowed range.
@@ -34,9 +34,9 @@ def check_seed(seed) -> int:
     return check_int("seed", seed, low=0)
 
 
-def check_choice(name: str, value, choices: Sequence[str | None]):
-    """``value`` if it is one of ``choices`` (strings, or None)."""
-    if not (value is None or isinstance(value, str)) or value not in choices:
+def check_choice(name: str, value, choices: Sequence):
+    """``value`` if it is one of ``choices``."""
+    if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)!r}, got {value!r}")
     return value
 
@@ -59,3 +59,40 @@ def check_positive(name: str, value) -> float:
     if not (math.isfinite(value) and value > 0.0):
         raise ValueError(f"{name} must be finite and > 0, got {value}")
     return value
+
+
+def check_nonnegative(name: str, value) -> float:
+    """``value`` as a float that is finite and >= 0."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a non-negative real number, got {type(value).__name__}: {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return value
+
+
+def check_real_in(name: str, value, low: float, high: float) -> float:
+    """``value`` as a float in the closed interval ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number in [{low}, {high}], got {type(value).__name__}: {value!r}")
+    value = float(value)
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return value
+
+
+def check_real_number(name: str, value, *, low: float | None = None, low_open: bool = False) -> float:
+    """``value`` as a finite float, optionally ``>= low`` (or ``> low`` if ``low_open``)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a finite real number, got {type(value).__name__}: {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    return value
+
+
+def check_probability(name: str, value) -> float:
+    """``value`` as a float in [0, 1]."""
+    return check_real_in(name, check_real_number(name, value), 0.0, 1.0)
