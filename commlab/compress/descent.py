@@ -5,9 +5,9 @@ One round t, with n workers holding the oracle gradients G_t = [g_1(x_t); …; g
     v_t     = mechanism.step(G_t)          # workers send compressed messages, the server decodes
     x_{t+1} = x_t − γ v_t                  # Plain (CSGD), EF21, EF21-W, EControl, DIANA
 
-and for classic error feedback (:class:`~commlab.compress.ef.EF14`), which compresses the scaled
-step, ``v_t = mechanism.step(γ G_t)`` and x_{t+1} = x_t − v_t. An uncompressed reference is
-``Plain(Identity())``.
+and for mechanisms that communicate the step itself (``mechanism.takes_step``, classic error
+feedback :class:`~commlab.compress.ef.EF14`), ``v_t = mechanism.step(γ G_t)`` and x_{t+1} = x_t − v_t.
+An uncompressed reference is ``Plain(Identity())``.
 
 With ``start=True`` (EF21, EF21-W, EControl) round 0 is the dense initial message h_i = g_i(x_0):
 the server then knows ∇f(x_0) = (1/n) Σ_i g_i(x_0) exactly and takes x_1 = x_0 − γ ∇f(x_0);
@@ -25,7 +25,7 @@ from numbers import Real
 
 import torch
 
-from commlab.compress.ef import EF14, Mechanism
+from commlab.compress.ef import Mechanism
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,6 @@ def compressed_descent(mechanism: Mechanism, oracle: Callable[[torch.Tensor], to
     if start and not hasattr(mechanism, "start"):
         raise ValueError(f"start=True needs a mechanism with a dense initial message, not {type(mechanism).__name__}")
     mechanism.reset()
-    scaled = isinstance(mechanism, EF14)
     iterates = torch.empty(steps + 1, x0.numel(), dtype=x0.dtype)
     grad_norm_sq = torch.empty(steps + 1, dtype=torch.float64)
     bits = torch.zeros(steps + 1, dtype=torch.float64)
@@ -91,7 +90,7 @@ def compressed_descent(mechanism: Mechanism, oracle: Callable[[torch.Tensor], to
         if t == 0 and start:
             payload = mechanism.start(grads)
             x = x - gamma * grads.mean(0)
-        elif scaled:
+        elif mechanism.takes_step:
             estimate, payload = mechanism.step(gamma * grads, generator)
             x = x - estimate
         else:

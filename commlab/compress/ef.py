@@ -26,7 +26,14 @@ from commlab.compress.quantize import Identity
 
 
 class Mechanism:
-    """Base class: input checks, lazily created state, and one decompression shared by both sides."""
+    """Base class: input checks, lazily created state, and one decompression shared by both sides.
+
+    ``takes_step`` says what the workers communicate: False (the default) — their gradients, and the
+    server's vector is a gradient estimate to be multiplied by γ; True — the step γ·g itself, and
+    the server's vector is the update (classic error feedback).
+    """
+
+    takes_step = False
 
     def __init__(self, compressor: Compressor):
         if not isinstance(compressor, Compressor):
@@ -116,8 +123,10 @@ class EF14(Mechanism):
     """Classic error feedback (Seide et al. 2014; Stich et al. 2018).
 
     p_i = C(e_i + g_i),  e_i ← e_i + g_i − p̂_i,  server: mean_i p̂_i.
-    Pass the *scaled* step γ g_i as ``g`` to get the usual x ← x − mean p̂_i.
+    Pass the *scaled* step γ g_i as ``g`` to get the usual x ← x − mean p̂_i (``takes_step``).
     """
+
+    takes_step = True
 
     def _ensure_state(self, g):
         self.state.setdefault("e", self._zeros(g))
