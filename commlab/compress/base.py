@@ -110,6 +110,15 @@ class Compressor:
         """The contraction constant α for dimension ``d`` (contractive compressors)."""
         return self.alpha
 
+    def error_bound(self, d: int) -> float | None:
+        """The stated bound on E‖C(x) − x‖²/‖x‖² in dimension ``d``: ω for unbiased compressors,
+        1 − α for contractive ones (0 for the identity), None when none is stated."""
+        if self.kind == "unbiased":
+            return self.omega_for(d)
+        if self.kind in ("contractive", "identity"):
+            return 1 - self.alpha_for(d)
+        return None
+
     def __repr__(self) -> str:
         names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
         settings = ", ".join(f"{n}={getattr(self, n)!r}" for n in names if hasattr(self, n))

@@ -253,3 +253,11 @@ def test_k_larger_than_d_and_missing_generator():
         TopK(k=10).compress(torch.ones(5))
     with pytest.raises(ValueError, match="generator"):
         RandK(0.5).compress(torch.ones(5))
+
+
+def test_error_bound_is_the_stated_constant():
+    assert RandK(k=10).error_bound(100) == pytest.approx(9.0)
+    assert TopK(k=10).error_bound(100) == pytest.approx(0.9)
+    assert Identity().error_bound(100) == 0.0
+    assert Sign().error_bound(100) is None
+
