@@ -12,7 +12,7 @@ Typical notebook use::
 """
 
 from commlab.lab.claims import Claims, ClaimsFailed
-from commlab.lab.seeding import SeedTree
+from commlab.lab.seeding import SeedTree, seeded_init
 from commlab.lab.session import PROFILES, Session, setup
 
-__all__ = ["PROFILES", "Claims", "ClaimsFailed", "SeedTree", "Session", "setup"]
+__all__ = ["PROFILES", "Claims", "ClaimsFailed", "SeedTree", "Session", "seeded_init", "setup"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -75,3 +77,21 @@ def seed_global(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Build torch modules from a known seed without leaving a trace on the global generator.
+
+    ``nn.Module`` layers draw their initial weights from torch's global generator. Inside this
+    block that generator is seeded with ``seed``; afterwards its previous state is restored::
+
+        with seeded_init(session.seeds.seed_for("init", replica)):
+            model = DeepJSCC(...)
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+

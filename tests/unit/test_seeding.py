@@ -49,3 +49,20 @@ def test_bad_keys_are_rejected():
         SeedTree(0).seed_for(1.5)
     with pytest.raises(TypeError, match="int or str"):
         SeedTree(0).child(None)
+
+
+def test_seeded_init_builds_the_same_module_and_restores_the_global_generator():
+    import torch
+
+    from commlab.lab import seeded_init
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    with seeded_init(7):
+        a = torch.nn.Linear(4, 3)
+    with seeded_init(7):
+        b = torch.nn.Linear(4, 3)
+    with seeded_init(8):
+        c = torch.nn.Linear(4, 3)
+    assert torch.equal(a.weight, b.weight) and not torch.equal(a.weight, c.weight)
+    assert torch.equal(torch.get_rng_state(), before)
