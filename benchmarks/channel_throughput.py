@@ -14,7 +14,7 @@ import argparse
 
 import numpy as np
 import torch
-from _timing import best_time
+from _common import best_time, parse_args
 
 from commlab import channels
 
@@ -39,13 +39,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--symbols", type=int, default=4096)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--smoke", action="store_true", help="16 x 1024 samples, one repeat")
-    args = parser.parse_args()
+    args = parse_args(parser, threads=1, repeats=7)
     if args.smoke:
-        args.batch, args.symbols, args.repeats = 16, 1024, 1
-    torch.set_num_threads(args.threads)
+        args.batch, args.symbols = 16, 1024
     n = args.batch * args.symbols
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)

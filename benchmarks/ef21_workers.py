@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _timing import best_time
+from _common import best_time, parse_args
 
 from commlab.compress import TopK
 from commlab.compress.ef import EF21
@@ -31,14 +31,10 @@ def loop_round(compressor: TopK, G: torch.Tensor, h: torch.Tensor, server: torch
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--smoke", action="store_true", help="100 workers, one repeat")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(parser, threads=2, repeats=5)
     workers, d = (100, 1000) if args.smoke else (1000, 1000)
-    repeats = 1 if args.smoke else args.repeats
+    repeats = args.repeats
     gen = torch.Generator().manual_seed(0)
     G0, G = torch.randn(workers, d, generator=gen), torch.randn(workers, d, generator=gen)
     compressor = TopK(k=args.k)

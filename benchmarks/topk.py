@@ -13,21 +13,17 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _timing import best_time
+from _common import best_time, parse_args
 
 from commlab.compress import TopK
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--density", type=float, default=0.001)
-    parser.add_argument("--smoke", action="store_true", help="small vector, one repeat")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(parser, threads=2, repeats=5)
     d = 256_000 if args.smoke else 25_600_000
-    repeats = 1 if args.smoke else args.repeats
+    repeats = args.repeats
     x = torch.randn(d, generator=torch.Generator().manual_seed(0))
     compressor = TopK(args.density)
     k = round(args.density * d)
