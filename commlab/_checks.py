@@ -41,58 +41,48 @@ def check_choice(name: str, value, choices: Sequence):
     return value
 
 
+def check_real_number(name: str, value, *, low: float | None = None, high: float | None = None,
+                      low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a finite float within the optional bounds (open at an end if ``*_open``)."""
+    if low is not None and high is not None:
+        allowed = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low is not None:
+        allowed = f"{'>' if low_open else '>='} {low}"
+    else:
+        allowed = "" if high is None else f"{'<' if high_open else '<='} {high}"
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a finite real number{' ' + allowed if allowed else ''}, "
+                        f"got {type(value).__name__}: {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        raise ValueError(f"{name} must be {allowed}, got {value}")
+    return value
+
+
 def check_fraction(name: str, value) -> float:
     """``value`` as a float strictly between 0 and 1."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number in (0, 1), got {type(value).__name__}: {value!r}")
-    value = float(value)
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must be in the open interval (0, 1), got {value}")
-    return value
+    return check_real_number(name, value, low=0.0, high=1.0, low_open=True, high_open=True)
 
 
 def check_positive(name: str, value) -> float:
     """``value`` as a float that is finite and > 0."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a positive real number, got {type(value).__name__}: {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0.0):
-        raise ValueError(f"{name} must be finite and > 0, got {value}")
-    return value
+    return check_real_number(name, value, low=0.0, low_open=True)
 
 
 def check_nonnegative(name: str, value) -> float:
     """``value`` as a float that is finite and >= 0."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a non-negative real number, got {type(value).__name__}: {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and value >= 0.0):
-        raise ValueError(f"{name} must be finite and >= 0, got {value}")
-    return value
+    return check_real_number(name, value, low=0.0)
 
 
 def check_real_in(name: str, value, low: float, high: float) -> float:
     """``value`` as a float in the closed interval ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number in [{low}, {high}], got {type(value).__name__}: {value!r}")
-    value = float(value)
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
-    return value
-
-
-def check_real_number(name: str, value, *, low: float | None = None, low_open: bool = False) -> float:
-    """``value`` as a finite float, optionally ``>= low`` (or ``> low`` if ``low_open``)."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a finite real number, got {type(value).__name__}: {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if low is not None and (value <= low if low_open else value < low):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
-    return value
+    return check_real_number(name, value, low=low, high=high)
 
 
 def check_probability(name: str, value) -> float:
     """``value`` as a float in [0, 1]."""
-    return check_real_in(name, check_real_number(name, value), 0.0, 1.0)
+    return check_real_number(name, value, low=0.0, high=1.0)
