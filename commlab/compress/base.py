@@ -26,8 +26,6 @@ import torch
 
 from commlab.compress.payload import Part, Payload
 
-KINDS = ("identity", "unbiased", "contractive", "biased")
-
 
 def check_ratio(ratio: float | None, k: int | None) -> None:
     """Exactly one of ``ratio`` in (0, 1] or ``k`` >= 1 must be given."""

@@ -91,9 +91,6 @@ class Mechanism:
             raise ValueError("g contains NaN or Inf")
         return g.detach()
 
-    def _zeros(self, g: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(g)
-
     # -- what subclasses define -----------------------------------------------------------------
 
     def _ensure_state(self, g: torch.Tensor) -> None:
@@ -129,7 +126,7 @@ class EF14(Mechanism):
     takes_step = True
 
     def _ensure_state(self, g):
-        self.state.setdefault("e", self._zeros(g))
+        self.state.setdefault("e", torch.zeros_like(g))
 
     def _message(self, g):
         return self.state["e"] + g
@@ -177,7 +174,7 @@ class EF21(Mechanism):
 
     def _ensure_state(self, g):
         if not self.state:
-            self.state = {"h": self._zeros(g), "server": torch.zeros_like(g[0])}
+            self.state = {"h": torch.zeros_like(g), "server": torch.zeros_like(g[0])}
 
     def _message(self, g):
         if self.weights is None:
@@ -228,12 +225,12 @@ class EControl(Mechanism):
     def start(self, g0: torch.Tensor) -> Payload:
         g0 = self._check(g0)
         self.reset()
-        self.state = {"e": self._zeros(g0), "h": g0.clone(), "server": g0.mean(dim=0)}
+        self.state = {"e": torch.zeros_like(g0), "h": g0.clone(), "server": g0.mean(dim=0)}
         return Identity().compress(g0)
 
     def _ensure_state(self, g):
         if not self.state:
-            self.state = {"e": self._zeros(g), "h": self._zeros(g), "server": torch.zeros_like(g[0])}
+            self.state = {"e": torch.zeros_like(g), "h": torch.zeros_like(g), "server": torch.zeros_like(g[0])}
 
     def _message(self, g):
         return self.eta * self.state["e"] + g - self.state["h"]
@@ -266,7 +263,7 @@ class DIANA(Mechanism):
 
     def _ensure_state(self, g):
         if not self.state:
-            self.state = {"h": self._zeros(g), "server": torch.zeros_like(g[0])}
+            self.state = {"h": torch.zeros_like(g), "server": torch.zeros_like(g[0])}
 
     def _message(self, g):
         return g - self.state["h"]

@@ -26,7 +26,6 @@ from functools import cached_property
 import numpy as np
 import torch
 
-PART_KINDS = ("float", "uint", "index", "shared")
 _FLOAT_WIDTH = {
     torch.float64: 64,
     torch.float32: 32,
