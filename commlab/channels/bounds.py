@@ -25,20 +25,24 @@ def _rho(rho) -> np.ndarray:
     return rho
 
 
+def _probability(p) -> np.ndarray:
+    p = np.asarray(p, dtype=float)
+    if not np.all((p >= 0) & (p <= 1)):
+        raise ValueError(f"p must be a probability in [0, 1], got {p}")
+    return p
+
+
 def awgn_capacity(snr_db, real: bool = False):
-    """``log2(1 + SNR)`` bits per complex use (``0.5·log2(1 + SNR)`` per real use with ``real=True``)."""
+    """``log2(1 + SNR)`` bits per complex use (``0.5·log2(1 + SNR)`` per real use with ``real=True``).
+
+    With an SINR in place of the SNR it is the rate of a user treating interference as noise."""
     c = np.log2(1.0 + _snr(snr_db))
     return 0.5 * c if real else c
 
 
-def tin_rate(sinr_db):
-    """Rate of a user treating interference as noise: ``log2(1 + SINR)`` bits per complex use."""
-    return awgn_capacity(sinr_db)
-
-
 def bsc_capacity(p):
     """``1 - h2(p)`` bits per use of a binary symmetric channel."""
-    p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+    p = _probability(p)
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
     return 1.0 - np.nan_to_num(h)
@@ -46,7 +50,7 @@ def bsc_capacity(p):
 
 def bec_capacity(p):
     """``1 - p`` bits per use of a binary erasure channel."""
-    return 1.0 - np.asarray(p, dtype=float)
+    return 1.0 - _probability(p)
 
 
 def gaussian_opta_sdr_db(snr_db, rho):

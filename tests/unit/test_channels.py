@@ -261,3 +261,11 @@ def test_bad_inputs_rejected_clearly():
         ch.PowerNorm(mode="rms")
     with pytest.raises(ValueError, match="p must be in"):
         ch.BinarySymmetricChannel(1.5)
+
+
+def test_binary_channel_capacities_reject_impossible_probabilities():
+    assert bounds.bsc_capacity(0.0) == pytest.approx(1.0) and bounds.bsc_capacity(0.5) == pytest.approx(0.0)
+    assert bounds.bec_capacity(0.25) == pytest.approx(0.75)
+    for capacity in (bounds.bsc_capacity, bounds.bec_capacity):
+        with pytest.raises(ValueError, match="probability"):
+            capacity(1.5)
