@@ -60,7 +60,7 @@ class Mechanism:
             decoded = self._decoded[1]
         else:
             decoded = self.compressor.decompress(payload)
-        return self._server_update(decoded)
+        return self.aggregate(decoded)
 
     def step(self, g: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Payload]:
         """One round on both sides: ``(server vector [d], payload)``."""
@@ -102,8 +102,17 @@ class Mechanism:
     def _client_update(self, g: torch.Tensor, decoded: torch.Tensor) -> None:
         pass
 
-    def _server_update(self, decoded: torch.Tensor) -> torch.Tensor:
+    def aggregate(self, decoded: torch.Tensor) -> torch.Tensor:
+        """The server's update from every worker's decompressed message ``decoded`` ``[n, d]``;
+        returns the server's vector ``[d]``. On a ``torch.distributed`` rank each rank calls it
+        with the gathered messages of all ranks, so the (replicated) server state stays equal."""
         raise NotImplementedError
+
+    @property
+    def mean_aggregate(self) -> bool:
+        """Whether :meth:`aggregate` depends on the messages only through their mean, so that an
+        all-reduce of a linear compressor's payloads can replace the all-gather."""
+        return True
 
 
 class Plain(Mechanism):
@@ -112,7 +121,7 @@ class Plain(Mechanism):
     def _message(self, g):
         return g
 
-    def _server_update(self, decoded):
+    def aggregate(self, decoded):
         return decoded.mean(dim=0)
 
 
@@ -134,7 +143,7 @@ class EF14(Mechanism):
     def _client_update(self, g, decoded):
         self.state["e"] = self.state["e"] + g - decoded
 
-    def _server_update(self, decoded):
+    def aggregate(self, decoded):
         return decoded.mean(dim=0)
 
 
@@ -154,6 +163,10 @@ class EF21(Mechanism):
                 raise ValueError("weights must be a 1-D tensor of positive finite numbers")
             weights = weights / weights.sum()
         self.weights = weights
+
+    @property
+    def mean_aggregate(self) -> bool:
+        return self.weights is None
 
     def _w(self, g: torch.Tensor) -> torch.Tensor:
         n = g.shape[0]
@@ -184,7 +197,7 @@ class EF21(Mechanism):
     def _client_update(self, g, decoded):
         self.state["h"] = self.state["h"] + decoded
 
-    def _server_update(self, decoded):
+    def aggregate(self, decoded):
         if self.weights is None:
             step = decoded.mean(dim=0)
         else:
@@ -239,7 +252,7 @@ class EControl(Mechanism):
         self.state["e"] = self.state["e"] + g - self.state["h"] - decoded
         self.state["h"] = self.state["h"] + decoded
 
-    def _server_update(self, decoded):
+    def aggregate(self, decoded):
         self.state["server"] = self.state["server"] + decoded.mean(dim=0)
         return self.state["server"]
 
@@ -271,7 +284,7 @@ class DIANA(Mechanism):
     def _client_update(self, g, decoded):
         self.state["h"] = self.state["h"] + self.shift_rate * decoded
 
-    def _server_update(self, decoded):
+    def aggregate(self, decoded):
         mean = decoded.mean(dim=0)
         estimate = self.state["server"] + mean
         self.state["server"] = self.state["server"] + self.shift_rate * mean

@@ -155,6 +155,41 @@ class Payload:
         """Total wire bits over all rows: values + indices + scales + codes."""
         return sum(self.row_bits)
 
+    def split_rows(self) -> list[Payload]:
+        """The payload of each row (worker) alone, each of shape ``[d]``; inverse of :meth:`stack`."""
+        d = self.shape[-1]
+        per_part = [part.rows() for part in self.parts]
+        return [
+            Payload(
+                tuple(Part(p.name, rows[w], p.kind, (p.counts[w],), p.width, p.dim)
+                      for p, rows in zip(self.parts, per_part, strict=True)),
+                (d,),
+                self.dtype,
+            )
+            for w in range(self.workers)
+        ]
+
+    @classmethod
+    def stack(cls, rows: list[Payload]) -> Payload:
+        """One ``[W, d]`` payload from W one-row payloads of shape ``[d]`` with the same layout."""
+        if not rows:
+            raise ValueError("stack needs at least one payload")
+        first = rows[0]
+        if len(first.shape) != 1:
+            raise ValueError(f"stack takes one-row payloads of shape [d], got {first.shape}")
+        def layout(payload: Payload) -> list[tuple]:
+            return [(p.name, p.kind, p.width, p.dim) for p in payload.parts]
+
+        for row in rows[1:]:
+            if row.shape != first.shape or row.dtype != first.dtype or layout(row) != layout(first):
+                raise ValueError("payloads to stack must come from the same compressor, shape and dtype")
+        parts = tuple(
+            Part(name, torch.cat([row.parts[i].data for row in rows]), kind,
+                 tuple(row.parts[i].counts[0] for row in rows), width, dim)
+            for i, (name, kind, width, dim) in enumerate(layout(first))
+        )
+        return cls(parts, (len(rows), first.shape[0]), first.dtype)
+
     @property
     def header(self) -> Header:
         return Header(tuple(self.shape), self.dtype, tuple(p.header() for p in self.parts))

@@ -1,0 +1,406 @@
+"""The Communicator: one interface for N simulated workers in one process and for real ranks.
+
+Every tensor handed to a communicator carries a leading *local-worker* axis L (briefs/_conventions.md
+§6): :class:`SimComm` hosts all N workers stacked in one process (L = N); :class:`DistComm` is one
+``torch.distributed`` rank hosting one worker (L = 1). An algorithm written against this interface
+runs unchanged on both::
+
+    comm = SimComm(4, link=Link(bandwidth=100e6))     # or DistComm() inside torchrun
+    mean = comm.all_reduce(grads, op="mean").wait()   # grads [L, d] -> [L, d], rows all equal
+    comm.advance(0.012)                               # 12 ms of computation on the simulated clock
+
+Collectives (x has shape ``[L, ...]``):
+
+* ``all_reduce(x, op)``: every row becomes Σ_j x_j (``"sum"``) or its mean over the N workers;
+* ``all_gather(x)``: ``[N, ...]``, worker j's row at position j, on every worker;
+* ``broadcast(x, src)``: every row becomes worker ``src``'s row;
+* ``mix(x, W)``: gossip, row i becomes Σ_j W_ij x_j with a mixing matrix W of shape ``[N, N]``;
+  each worker sends its row to every j ≠ i with W_ji ≠ 0;
+* ``exchange(x, pairs)``: disjoint pairs (i, j) swap rows; workers in no pair keep theirs.
+
+Each returns a :class:`Work` whose ``wait()`` gives the result and whose ``finish_time`` is the
+communicator's clock (s) when it completed. Sums run in worker order 0, 1, …, N − 1, so SimComm is
+deterministic and a ``DistComm(deterministic=True)`` gives bit-identical results.
+
+The :class:`Meter` counts what each local worker puts on the wire: the bytes it contributes to an
+all-reduce or all-gather, the source's bytes in a broadcast, one message per neighbour in a gossip
+round; the number of synchronisations (collective calls) and the largest number of bytes one
+worker sent in a single synchronisation. Time on a slow link comes from :class:`~commlab.distributed.link.Link`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from commlab._checks import check_choice, check_int, check_nonnegative
+from commlab.distributed.link import Link
+
+REDUCE_OPS = ("sum", "mean")
+
+
+class CommunicationError(RuntimeError):
+    """A collective failed on a real process group: a peer died, closed its connection or timed out."""
+
+
+class Work:
+    """A finished collective: :meth:`wait` returns its result; ``finish_time`` is the clock in seconds."""
+
+    def __init__(self, result: torch.Tensor, finish_time: float):
+        self._result = result
+        self.finish_time = finish_time
+
+    def wait(self) -> torch.Tensor:
+        return self._result
+
+
+@dataclass
+class Meter:
+    """Bytes on the wire for the local workers.
+
+    Attributes:
+        bytes_sent: ``[L]`` float64, cumulative bytes each local worker has sent.
+        syncs: number of synchronisations (collective calls).
+        peak_bytes: the most bytes one local worker sent in a single synchronisation.
+        calls: number of calls per collective name.
+    """
+
+    local_workers: int
+    bytes_sent: torch.Tensor = field(init=False)
+    syncs: int = 0
+    peak_bytes: float = 0.0
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.bytes_sent = torch.zeros(self.local_workers, dtype=torch.float64)
+
+    def record(self, op: str, per_worker: torch.Tensor) -> None:
+        """Count one synchronisation in which local worker l sent ``per_worker[l]`` bytes."""
+        self.bytes_sent += per_worker
+        self.syncs += 1
+        self.peak_bytes = max(self.peak_bytes, float(per_worker.max()))
+        self.calls[op] = self.calls.get(op, 0) + 1
+
+    def reset(self) -> None:
+        self.bytes_sent.zero_()
+        self.syncs, self.peak_bytes, self.calls = 0, 0.0, {}
+
+    def summary(self) -> dict:
+        """Plain numbers: mean bytes per local worker, syncs, peak bytes and calls per collective."""
+        return {
+            "bytes_per_worker": float(self.bytes_sent.mean()),
+            "syncs": self.syncs,
+            "peak_bytes": self.peak_bytes,
+            "calls": dict(self.calls),
+        }
+
+
+def nbytes(x: torch.Tensor) -> int:
+    """Bytes of one worker's row of ``x`` (shape ``[L, ...]``)."""
+    return x[0].numel() * x.element_size()
+
+
+class Communicator:
+    """What both backends share: argument checks, the meter and the clock.
+
+    Attributes:
+        world_size: N, the number of workers in all.
+        local_workers: L, the workers hosted here (N for SimComm, 1 for DistComm).
+        ranks: ``[L]`` global indices of the local workers.
+        link: the latency/bandwidth model that advances the clock, or None.
+        meter: the :class:`Meter` of the local workers.
+    """
+
+    def __init__(self, world_size: int, ranks: torch.Tensor, link: Link | None):
+        if link is not None and not isinstance(link, Link):
+            raise TypeError(f"link must be a commlab.distributed.Link or None, got {type(link).__name__}")
+        self.world_size = world_size
+        self.ranks = ranks
+        self.local_workers = len(ranks)
+        self._local = {int(r): row for row, r in enumerate(ranks.tolist())}
+        self.link = link
+        self.meter = Meter(self.local_workers)
+        self._clock = 0.0
+
+    @property
+    def clock(self) -> float:
+        """Seconds on the simulated clock: computation passed to :meth:`advance` plus link time."""
+        return self._clock
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock on by ``seconds`` of computation; returns the new time."""
+        self._clock += check_nonnegative("seconds", seconds)
+        return self._clock
+
+    # -- collectives -----------------------------------------------------------------------------
+
+    def all_reduce(self, x: torch.Tensor, op: str = "sum") -> Work:
+        """Every row becomes the sum (or mean) of the N workers' rows, summed in worker order."""
+        check_choice("op", op, REDUCE_OPS)
+        x = self._check("all_reduce", x, floating=True)
+        total = self._ordered_sum(x)
+        if op == "mean":
+            total = total / self.world_size
+        per = torch.full((self.local_workers,), float(nbytes(x)), dtype=torch.float64)
+        return self._done("all_reduce", total.expand(x.shape), per, nbytes(x))
+
+    def all_gather(self, x: torch.Tensor) -> Work:
+        """``[N, ...]``: every worker's row, in worker order."""
+        x = self._check("all_gather", x)
+        per = torch.full((self.local_workers,), float(nbytes(x)), dtype=torch.float64)
+        return self._done("all_gather", self._gather(x), per, nbytes(x))
+
+    def broadcast(self, x: torch.Tensor, src: int = 0) -> Work:
+        """Every row becomes worker ``src``'s row; only ``src`` sends."""
+        src = check_int("src", src, low=0, high=self.world_size - 1)
+        x = self._check("broadcast", x)
+        per = (self.ranks == src).to(torch.float64) * nbytes(x)
+        return self._done("broadcast", self._broadcast(x, src).expand(x.shape), per, nbytes(x))
+
+    def mix(self, x: torch.Tensor, weights: torch.Tensor) -> Work:
+        """Gossip: row i becomes Σ_j W_ij x_j (j ascending) for a mixing matrix W ``[N, N]``."""
+        x = self._check("mix", x, floating=True)
+        W = self._mixing_matrix(weights)
+        links = (W != 0) & ~torch.eye(self.world_size, dtype=torch.bool)  # links[i, j]: j sends to i
+        out_degree = links.sum(dim=0)
+        received = self._p2p(x, links)
+        out = torch.zeros_like(x)
+        W = W.to(x.dtype)
+        for j in range(self.world_size):
+            column = W[self.ranks, j]
+            if not column.any():
+                continue
+            x_j = x[self._local[j]] if j in self._local else received[j]
+            out += column.view(-1, *[1] * (x.dim() - 1)) * x_j
+        per = out_degree[self.ranks].to(torch.float64) * nbytes(x)
+        return self._done("mix", out, per, nbytes(x), degree=int(out_degree.max()))
+
+    def exchange(self, x: torch.Tensor, pairs) -> Work:
+        """Disjoint pairs ``(i, j)`` swap rows; a worker in no pair keeps its own row."""
+        x = self._check("exchange", x)
+        partner = self._partners(pairs)
+        links = torch.zeros(self.world_size, self.world_size, dtype=torch.bool)
+        for i, j in enumerate(partner):
+            if j >= 0:
+                links[i, j] = True
+        received = self._p2p(x, links)
+        out = x.clone()
+        for row, i in enumerate(self.ranks.tolist()):
+            j = partner[i]
+            if j >= 0:
+                out[row] = x[self._local[j]] if j in self._local else received[j]
+        per = torch.tensor([float(partner[i] >= 0) for i in self.ranks.tolist()], dtype=torch.float64) * nbytes(x)
+        return self._done("exchange", out, per, nbytes(x), degree=int(bool(links.any())))
+
+    # -- what the backends define ------------------------------------------------------------------
+
+    def _ordered_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Σ_j x_j over all N workers in worker order, shape ``x.shape[1:]``."""
+        raise NotImplementedError
+
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _broadcast(self, x: torch.Tensor, src: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _p2p(self, x: torch.Tensor, links: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Send local rows along ``links[i, j]`` (j sends to i); returns rows received from remote j."""
+        raise NotImplementedError
+
+    # -- shared helpers ---------------------------------------------------------------------------
+
+    def _done(self, op: str, result: torch.Tensor, per_worker: torch.Tensor, message_bytes: int,
+              degree: int = 1) -> Work:
+        self.meter.record(op, per_worker)
+        if self.link is not None:
+            kind = "p2p" if op in ("mix", "exchange") else op
+            self._clock += self.link.seconds(kind, message_bytes, self.world_size, degree)
+        return Work(result, self.clock)
+
+    def _check(self, op: str, x: torch.Tensor, floating: bool = False) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{op}: x must be a torch.Tensor of shape [L, ...], got {type(x).__name__}")
+        if floating and not (x.is_floating_point() or x.is_complex()):
+            raise TypeError(f"{op}: x must have a floating dtype, got {x.dtype}")
+        if x.dim() == 0 or x.shape[0] != self.local_workers:
+            raise ValueError(
+                f"{op}: x must have a leading worker axis of length {self.local_workers} "
+                f"(the workers hosted here), got shape {tuple(x.shape)}"
+            )
+        return x
+
+    def _mixing_matrix(self, weights) -> torch.Tensor:
+        W = torch.as_tensor(weights, dtype=torch.float64)
+        n = self.world_size
+        if W.shape != (n, n):
+            raise ValueError(f"mix: weights must have shape [{n}, {n}], got {tuple(W.shape)}")
+        if not torch.isfinite(W).all():
+            raise ValueError("mix: weights contain NaN or Inf")
+        return W
+
+    def _partners(self, pairs) -> list[int]:
+        partner = [-1] * self.world_size
+        for pair in pairs:
+            if len(pair) != 2:
+                raise ValueError(f"exchange: each pair must be (i, j), got {pair!r}")
+            i, j = (check_int("pair member", v, low=0, high=self.world_size - 1) for v in pair)
+            if i == j or partner[i] >= 0 or partner[j] >= 0:
+                raise ValueError(f"exchange: pairs must be disjoint pairs of distinct workers, got {list(pairs)!r}")
+            partner[i], partner[j] = j, i
+        return partner
+
+
+class SimComm(Communicator):
+    """N workers stacked on the leading axis of one process (L = N); deterministic.
+
+    Args:
+        world_size: N >= 1.
+        link: a :class:`Link` whose latency/bandwidth advance :attr:`clock` for every collective;
+            None leaves the clock to :meth:`advance` alone (an unlimited link).
+    """
+
+    def __init__(self, world_size: int, *, link: Link | None = None):
+        world_size = check_int("world_size", world_size, low=1)
+        super().__init__(world_size, torch.arange(world_size), link)
+
+    def _ordered_sum(self, x):
+        total = x[0].clone()
+        for j in range(1, self.world_size):
+            total += x[j]
+        return total
+
+    def _gather(self, x):
+        return x
+
+    def _broadcast(self, x, src):
+        return x[src]
+
+    def _p2p(self, x, links):
+        return {}
+
+
+class DistComm(Communicator):
+    """One worker per ``torch.distributed`` rank (L = 1): gloo on CPU, NCCL on CUDA.
+
+    Args:
+        group: the process group (default: the world); ``init_process_group`` must have run.
+        deterministic: all-reduce as an all-gather plus a sum in rank order, bit-identical to
+            :class:`SimComm` (N times the receive volume of a ring all-reduce; meter unchanged).
+        check_shapes: before each collective, gather every rank's shape and dtype (a few bytes,
+            not metered) and raise a ValueError naming the ranks if they differ; without it gloo
+            may reduce mismatched tensors silently.
+        link: a :class:`Link` to run a simulated clock beside the real one; None makes
+            :attr:`clock` the wall-clock seconds since this communicator was made.
+
+    A failed collective (a peer died or timed out) raises :class:`CommunicationError`.
+    """
+
+    def __init__(self, group=None, *, deterministic: bool = False, check_shapes: bool = True, link: Link | None = None):
+        if not dist.is_available() or not dist.is_initialized():
+            raise RuntimeError(
+                "DistComm needs torch.distributed: call torch.distributed.init_process_group first "
+                "(torchrun, or commlab.distributed.launch.run_workers)"
+            )
+        self.group = group
+        rank, world_size = dist.get_rank(group), dist.get_world_size(group)
+        super().__init__(world_size, torch.tensor([rank]), link)
+        self.rank = rank
+        self.deterministic = bool(deterministic)
+        self.check_shapes = bool(check_shapes)
+        self._start = time.perf_counter()
+
+    @property
+    def clock(self) -> float:
+        return self._clock if self.link is not None else time.perf_counter() - self._start
+
+    def __getstate__(self):
+        raise TypeError("a DistComm holds a process group and cannot be pickled; make a new one in each process")
+
+    def _ordered_sum(self, x):
+        if self.deterministic:
+            gathered = self._gather(x)
+            total = gathered[0].clone()
+            for j in range(1, self.world_size):
+                total += gathered[j]
+            return total
+        total = x[0].clone()
+        self._call("all_reduce", dist.all_reduce, total, group=self.group)
+        return total
+
+    def _gather(self, x):
+        out = [torch.empty_like(x) for _ in range(self.world_size)]
+        self._call("all_gather", dist.all_gather, out, x.contiguous(), group=self.group)
+        return torch.cat(out)
+
+    def _broadcast(self, x, src):
+        buffer = x[0].clone()
+        self._call("broadcast", dist.broadcast, buffer, src=self._global(src), group=self.group)
+        return buffer
+
+    def _global(self, rank: int) -> int:
+        return dist.get_global_rank(self.group, rank) if self.group is not None else rank
+
+    def _p2p(self, x, links):
+        me = self.rank
+        ops, received = [], {}
+        for j in range(self.world_size):
+            if j != me and links[me, j]:  # j sends to me
+                received[j] = torch.empty_like(x[0])
+                ops.append(dist.P2POp(dist.irecv, received[j], self._global(j), self.group))
+            if j != me and links[j, me]:  # I send to j
+                ops.append(dist.P2POp(dist.isend, x[0].contiguous(), self._global(j), self.group))
+        if ops:
+            self._call("p2p", _wait_all, ops)
+        return received
+
+    def _check(self, op, x, floating=False):
+        x = super()._check(op, x, floating)
+        if self.check_shapes:
+            self._agree(op, x)
+        return x
+
+    def _agree(self, op: str, x: torch.Tensor) -> None:
+        """Raise on every rank alike if the ranks' shapes or dtypes differ."""
+        code = [x.dim(), _DTYPES.index(x.dtype) if x.dtype in _DTYPES else -1, *x.shape]
+        if len(code) > _SIGNATURE:
+            raise ValueError(f"{op}: tensors of more than {_SIGNATURE - 2} dimensions are not supported")
+        mine = torch.full((_SIGNATURE,), -2, dtype=torch.int64, device=x.device)
+        mine[: len(code)] = torch.tensor(code, dtype=torch.int64)
+        everyone = [torch.empty_like(mine) for _ in range(self.world_size)]
+        self._call(op, dist.all_gather, everyone, mine, group=self.group)
+        if any(not torch.equal(sig, everyone[0]) for sig in everyone):
+            described = ", ".join(f"rank {r}: {_describe(sig)}" for r, sig in enumerate(everyone))
+            raise ValueError(f"{op}: the ranks passed tensors of different shapes or dtypes ({described})")
+
+    def _call(self, op: str, fn, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        except RuntimeError as error:
+            waited = time.perf_counter() - started
+            raise CommunicationError(
+                f"rank {self.rank}: {op} failed after {waited:.1f} s; another rank probably died or "
+                f"stopped answering (see its log for the cause). torch.distributed said: {error}"
+            ) from error
+
+
+def _wait_all(ops):
+    for request in dist.batch_isend_irecv(ops):
+        request.wait()
+
+
+_SIGNATURE = 10
+_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8, torch.int8, torch.int32,
+           torch.int64, torch.bool, torch.complex64, torch.complex128]
+
+
+def _describe(signature: torch.Tensor) -> str:
+    values = [int(v) for v in signature.tolist()]
+    ndim, dtype = values[0], values[1]
+    shape = values[2 : 2 + ndim]
+    return f"{tuple(shape)} {_DTYPES[dtype] if dtype >= 0 else 'other dtype'}"
+
