@@ -219,13 +219,21 @@ class Payload:
 
 def _uint_bits(values: np.ndarray, width: int) -> np.ndarray:
     """Little-endian bits of unsigned integers, ``width`` bits each, as a flat uint8 array."""
+    if width in _WHOLE_BYTES:  # the bits of the little-endian bytes, one unpack
+        raw = np.ascontiguousarray(values.astype(_WHOLE_BYTES[width]))
+        return np.unpackbits(raw.view(np.uint8), bitorder="little")
     shifts = np.arange(width, dtype=np.uint64)
     return ((values.astype(np.uint64)[:, None] >> shifts) & 1).astype(np.uint8).reshape(-1)
 
 
 def _bits_uint(bits: np.ndarray, width: int) -> np.ndarray:
+    if width in _WHOLE_BYTES:
+        return np.packbits(bits, bitorder="little").view(_WHOLE_BYTES[width]).astype(np.uint64)
     weights = np.left_shift(np.uint64(1), np.arange(width, dtype=np.uint64))
     return (bits.reshape(-1, width).astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+
+
+_WHOLE_BYTES = {8: np.dtype("<u1"), 16: np.dtype("<u2"), 32: np.dtype("<u4"), 64: np.dtype("<u8")}
 
 
 def _part_bits(part: Part) -> np.ndarray:

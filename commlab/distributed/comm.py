@@ -19,8 +19,10 @@ Collectives (x has shape ``[L, ...]``):
 * ``exchange(x, pairs)``: disjoint pairs (i, j) swap rows; workers in no pair keep theirs.
 
 Each returns a :class:`Work` whose ``wait()`` gives the result and whose ``finish_time`` is the
-communicator's clock (s) when it completed. Sums run in worker order 0, 1, …, N − 1, so SimComm is
-deterministic and a ``DistComm(deterministic=True)`` gives bit-identical results.
+communicator's clock (s) when it completed. SimComm is deterministic: a sum reduces the stacked
+``[N, ...]`` tensor of all workers with one fixed kernel, and ``DistComm(deterministic=True)``
+gathers that same stacked tensor and reduces it the same way, so the two agree bit for bit. A gossip
+``mix`` adds W_ij·x_j in order j = 0, 1, …, N − 1 on both.
 
 The :class:`Meter` counts what each local worker puts on the wire: the bytes it contributes to an
 all-reduce or all-gather, the source's bytes in a broadcast, one message per neighbour in a gossip
@@ -138,7 +140,7 @@ class Communicator:
     # -- collectives -----------------------------------------------------------------------------
 
     def all_reduce(self, x: torch.Tensor, op: str = "sum") -> Work:
-        """Every row becomes the sum (or mean) of the N workers' rows, summed in worker order."""
+        """Every row becomes the sum (or mean) of the N workers' rows (a view: rows share memory)."""
         check_choice("op", op, REDUCE_OPS)
         x = self._check("all_reduce", x, floating=True)
         total = self._ordered_sum(x)
@@ -198,7 +200,8 @@ class Communicator:
     # -- what the backends define ------------------------------------------------------------------
 
     def _ordered_sum(self, x: torch.Tensor) -> torch.Tensor:
-        """Σ_j x_j over all N workers in worker order, shape ``x.shape[1:]``."""
+        """Σ_j x_j over all N workers, shape ``x.shape[1:]``; SimComm and deterministic DistComm both
+        reduce the stacked ``[N, ...]`` tensor with the same kernel, so their bits agree."""
         raise NotImplementedError
 
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
@@ -268,10 +271,7 @@ class SimComm(Communicator):
         super().__init__(world_size, torch.arange(world_size), link)
 
     def _ordered_sum(self, x):
-        total = x[0].clone()
-        for j in range(1, self.world_size):
-            total += x[j]
-        return total
+        return x.sum(dim=0)
 
     def _gather(self, x):
         return x
@@ -288,8 +288,9 @@ class DistComm(Communicator):
 
     Args:
         group: the process group (default: the world); ``init_process_group`` must have run.
-        deterministic: all-reduce as an all-gather plus a sum in rank order, bit-identical to
-            :class:`SimComm` (N times the receive volume of a ring all-reduce; meter unchanged).
+        deterministic: all-reduce as an all-gather plus the simulator's sum of the stacked
+            tensor, bit-identical to :class:`SimComm` (N/2 times the traffic of a ring all-reduce;
+            the meter still counts the all-reduce, which is what the algorithm asks for).
         check_shapes: before each collective, gather every rank's shape and dtype (a few bytes,
             not metered) and raise a ValueError naming the ranks if they differ; without it gloo
             may reduce mismatched tensors silently.
@@ -322,11 +323,7 @@ class DistComm(Communicator):
 
     def _ordered_sum(self, x):
         if self.deterministic:
-            gathered = self._gather(x)
-            total = gathered[0].clone()
-            for j in range(1, self.world_size):
-                total += gathered[j]
-            return total
+            return self._gather(x).sum(dim=0)
         total = x[0].clone()
         self._call("all_reduce", dist.all_reduce, total, group=self.group)
         return total
