@@ -3,9 +3,10 @@
 Each rank trains :class:`~commlab.models.cnn.SmallCNN` wrapped in ``DistributedDataParallel`` on its
 own IID shard of a seeded Fashion-MNIST subset, with SGD + momentum; the gradients cross the wire
 through :func:`~commlab.distributed.ddp_hook.register_compression` with one of the schemes of
-:mod:`commlab.distributed.schemes` (``none``, ``topk``, ``powersgd``, ``sign``). :func:`simulate`
-runs the same training with N workers in one process on a
-:class:`~commlab.distributed.comm.SimComm` (same data, shards, batches, initial weights, schemes).
+:mod:`commlab.distributed.schemes` (``none``, ``topk``, ``powersgd``, ``sign``). Worker i's
+minibatch at step t is :func:`batch_indices` (B draws with replacement from its shard, seeded by
+``(t, i)``), so a simulator on a :class:`~commlab.distributed.comm.SimComm` can feed its N stacked
+workers the very same batches.
 
 One machine, two processes (torchrun's ``--standalone`` rendezvous)::
 
@@ -30,21 +31,23 @@ followed by a barrier; collectives time out after ``--timeout`` seconds; the pro
 destroyed on the way out. ``--backend nccl`` puts rank r on ``cuda:LOCAL_RANK`` and joins
 ``cpu:gloo,cuda:nccl`` (the compressed round packs payloads on the CPU).
 
-Log (``--log-file PATH``): JSON lines written by rank 0, one record per evaluation (every
-``--eval-every`` steps and after the last step)::
+Log (``--log-file PATH``): JSON lines written by rank 0, one record per evaluation (before the
+first step, every ``--eval-every`` steps and after the last step)::
 
     {"step": 50, "wall_s": 12.3, "eval_s": 0.8, "test_accuracy": 0.71, "train_loss": 0.84,
      "bytes_sent": 1.2e6, "bytes_per_step": 4.8e3, "scheme": "topk", "world_size": 2}
 
-* ``step``: optimizer steps done; ``wall_s``: seconds of training since the start on rank 0,
-  evaluations excluded (their total is ``eval_s``);
-* ``test_accuracy``: on ``--test-n`` test images; ``train_loss``: mean loss over all ranks and the
-  steps since the previous record;
+* ``step``: optimizer steps done (0: the initial model, with ``train_loss`` null);
+* ``wall_s``: seconds of training since the start on rank 0, evaluations excluded (their total is
+  ``eval_s``);
+* ``test_accuracy``: on ``--test-n`` test images; ``train_loss``: mean minibatch loss over all
+  ranks and the steps since the previous record;
 * ``bytes_sent``: bytes one worker has sent so far (the hook's meter, dense warm-up steps
   included); ``bytes_per_step``: bytes it sent in the latest step.
 
-The two small collectives per evaluation (loss statistics, early-stop flag) are bookkeeping and are
-not metered. ``--target-accuracy A`` stops every rank after the first evaluation reaching A.
+Each evaluation adds one small all-reduce (loss statistics and the early-stop flag), which is
+bookkeeping and not metered. ``--target-accuracy A`` stops every rank after the first evaluation
+reaching A.
 """
 
 from __future__ import annotations
@@ -67,12 +70,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from commlab.compress.ef import Mechanism
 from commlab.data import fashion_mnist, iid
-from commlab.distributed.comm import SimComm
-from commlab.distributed.compressed import compressed_round
 from commlab.distributed.ddp_hook import register_compression
-from commlab.distributed.link import Link
 from commlab.distributed.schemes import SCHEMES, gradient_scheme
 from commlab.lab.seeding import SeedTree, seeded_init
 from commlab.models.cnn import SmallCNN, accuracy
@@ -155,7 +154,7 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     return TrainConfig(**vars(args))
 
 
-# -- what the distributed and the simulated run share ---------------------------------------------
+# -- data, shards, batches and the model (a simulator can reuse them) ----------------------------
 
 
 def load_data(cfg: TrainConfig, device: str | torch.device = "cpu") -> tuple[torch.Tensor, ...]:
@@ -167,20 +166,15 @@ def load_data(cfg: TrainConfig, device: str | torch.device = "cpu") -> tuple[tor
 
 def shards(cfg: TrainConfig, world_size: int) -> list[np.ndarray]:
     """Each worker's training indices: :func:`commlab.data.iid` with the run's seed."""
-    parts = iid(cfg.train_n, world_size, seed=cfg.seed)
-    if min(len(part) for part in parts) < cfg.batch_size:
-        raise ValueError(f"train_n={cfg.train_n} over {world_size} workers leaves fewer than "
-                         f"batch_size={cfg.batch_size} images on a worker")
-    return parts
+    return iid(cfg.train_n, world_size, seed=cfg.seed)
 
 
-def batch_indices(shard: np.ndarray, step: int, batch_size: int, *, seed: int, worker: int) -> torch.Tensor:
-    """Indices ``[batch_size]`` of worker ``worker``'s batch at ``step`` (0-based): epochs of seeded
-    permutations of its shard (``SeedTree(seed).numpy("batches", worker, epoch)``), last partial batch dropped."""
-    per_epoch = len(shard) // batch_size
-    epoch, position = divmod(step, per_epoch)
-    order = SeedTree(seed).numpy("batches", worker, epoch).permutation(len(shard))
-    return torch.from_numpy(shard[order[position * batch_size:(position + 1) * batch_size]])
+def batch_indices(shard, step: int, batch_size: int, *, seed: int, worker: int) -> torch.Tensor:
+    """Indices ``[batch_size]`` (int64) of worker ``worker``'s minibatch at ``step`` (0-based): positions
+    drawn uniformly with replacement from its ``shard`` by ``SeedTree(seed).torch("batch", step, worker)``."""
+    shard = torch.as_tensor(np.asarray(shard), dtype=torch.int64)
+    draw = torch.randint(len(shard), (batch_size,), generator=SeedTree(seed).torch("batch", step, worker))
+    return shard[draw]
 
 
 def make_model(cfg: TrainConfig) -> SmallCNN:
@@ -204,20 +198,20 @@ class _Recorder:
     def due(self, step: int) -> bool:
         return step % self.cfg.eval_every == 0 or step == self.cfg.steps
 
-    def add(self, step: int, wall_s: float, eval_s: float, acc: float, loss: float, bytes_sent: float,
-            bytes_per_step: float, **extra) -> bool:
-        """Keep one record; returns whether the target accuracy is reached."""
+    def add(self, step: int, wall_s: float, eval_s: float, acc: float, loss: float | None, bytes_sent: float,
+            bytes_per_step: float) -> None:
+        """Keep one record, append it to the log and print the progress line (rank 0)."""
         record = {"step": step, "wall_s": wall_s, "eval_s": eval_s, "test_accuracy": acc, "train_loss": loss,
                   "bytes_sent": bytes_sent, "bytes_per_step": bytes_per_step, "scheme": self.cfg.scheme,
-                  "world_size": self.world_size, **extra}
+                  "world_size": self.world_size}
         self.records.append(record)
         if self.write:
             if self.path is not None:
                 with self.path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
-            print(f"[{self.cfg.scheme} N={self.world_size}] step {step:5d}  acc {acc:.4f}  loss {loss:.4f}  "
+            shown = "   -  " if loss is None else f"{loss:.4f}"
+            print(f"[{self.cfg.scheme} N={self.world_size}] step {step:5d}  acc {acc:.4f}  loss {shown}  "
                   f"sent {bytes_sent / 1e6:8.3f} MB ({bytes_per_step / 1e3:.1f} kB/step)  {wall_s:7.1f} s", flush=True)
-        return self.cfg.target_accuracy is not None and acc >= self.cfg.target_accuracy
 
 
 # -- the distributed run ---------------------------------------------------------------------------
@@ -236,6 +230,10 @@ def train_ddp(cfg: TrainConfig, device: str | torch.device = "cpu") -> list[dict
     optimizer = torch.optim.SGD(ddp.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     recorder = _Recorder(cfg, world_size, write=rank == 0)
     wall = eval_s = last_bytes = 0.0
+    started = time.perf_counter()
+    initial = accuracy(model, test_x, test_y) if rank == 0 else math.nan
+    eval_s += time.perf_counter() - started
+    recorder.add(0, wall, eval_s, initial, None, 0.0, 0.0)
     for step in range(1, cfg.steps + 1):
         started = time.perf_counter()
         idx = batch_indices(shard, step - 1, cfg.batch_size, seed=cfg.seed, worker=rank).to(device)
@@ -260,67 +258,6 @@ def train_ddp(cfg: TrainConfig, device: str | torch.device = "cpu") -> list[dict
         eval_s += time.perf_counter() - started
         recorder.add(step, wall, eval_s, acc, float(stats[0] / stats[1]), sent, per_step)
         if stats[2] > 0:
-            break
-    return recorder.records
-
-
-# -- the simulated run -----------------------------------------------------------------------------
-
-
-def simulate(cfg: TrainConfig, world_size: int, *, link: Link | None = None) -> list[dict]:
-    """The same training with ``world_size`` workers stacked in one process on a :class:`SimComm`.
-
-    The replicas stay equal (same initial weights, same mean update), so one model computes each
-    worker's gradient on its own batch in turn; the N gradients ``[N, d]`` (parameter order, one
-    "bucket") go through the same dense mean for the first ``start_iter`` steps and then
-    :func:`compressed_round`. Records as in :func:`train_ddp`, plus ``clock_s``: the SimComm clock,
-    i.e. the measured step time divided by N (workers compute in parallel) plus the ``link`` time.
-    """
-    world_size = int(world_size)
-    train_x, train_y, test_x, test_y = load_data(cfg)
-    parts = shards(cfg, world_size)
-    model = make_model(cfg)
-    params = [p for p in model.parameters() if p.requires_grad]
-    comm = SimComm(world_size, link=link)
-    mechanism: Mechanism = cfg.factory()()
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-    recorder = _Recorder(cfg, world_size, write=True)
-    wall = eval_s = last_bytes = 0.0
-    d = sum(p.numel() for p in params)
-    for step in range(1, cfg.steps + 1):
-        started = time.perf_counter()
-        grads = torch.empty(world_size, d)
-        for worker in range(world_size):
-            idx = batch_indices(parts[worker], step - 1, cfg.batch_size, seed=cfg.seed, worker=worker)
-            loss = F.cross_entropy(model(train_x[idx]), train_y[idx])
-            row = torch.autograd.grad(loss, params)
-            grads[worker] = torch.cat([g.reshape(-1) for g in row])
-            recorder.loss_sum += loss.item()
-        recorder.loss_n += world_size
-        iteration = step - 1
-        if iteration < cfg.start_iter:
-            mean = comm.all_reduce(grads, op="mean").wait()[0]
-        else:
-            generator = (SeedTree(cfg.seed).torch("ddp_hook", iteration, 0) if mechanism.compressor.random else None)
-            mean, _ = compressed_round(comm, mechanism, grads, generator)
-        offset = 0
-        for p in params:
-            p.grad = mean[offset:offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
-        optimizer.step()
-        elapsed = time.perf_counter() - started
-        comm.advance(elapsed / world_size)
-        wall += elapsed
-        sent = float(comm.meter.bytes_sent.mean())
-        per_step, last_bytes = sent - last_bytes, sent
-        if not recorder.due(step):
-            continue
-        started = time.perf_counter()
-        acc = accuracy(model, test_x, test_y)
-        loss = recorder.loss_sum / recorder.loss_n
-        recorder.loss_sum, recorder.loss_n = 0.0, 0
-        eval_s += time.perf_counter() - started
-        if recorder.add(step, wall, eval_s, acc, loss, sent, per_step, clock_s=comm.clock):
             break
     return recorder.records
 
