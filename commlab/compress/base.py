@@ -59,6 +59,7 @@ class Compressor:
     linear: bool = False
     homogeneous: bool = False
     random: bool = False  # whether compress() draws from the generator
+    shared_draws: bool = False  # one draw serves every row, so all workers must use the same generator
 
     def compress(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Payload:
         """Compress ``x`` (shape ``[d]`` or ``[W, d]``, floating dtype, finite) row by row."""

@@ -26,6 +26,7 @@ class PowerSGD(Compressor):
     """Rank-``rank`` PowerSGD of each row seen as a matrix of shape ``matrix`` (or near-square)."""
 
     random = True
+    shared_draws = True  # one Gaussian Q for all rows
     homogeneous = True
 
     def __init__(self, rank: int = 1, *, matrix: tuple[int, int] | None = None):

@@ -166,7 +166,7 @@ class RandK(Compressor):
         check_ratio(ratio, k)
         self.ratio, self.k, self.scaled, self.shared = ratio, k, bool(scaled), bool(shared)
         self.kind = "unbiased" if scaled else "contractive"
-        self.linear = self.shared
+        self.linear = self.shared_draws = self.shared
         self.omega = (1 / ratio - 1) if (scaled and ratio is not None) else None
         self.alpha = ratio if not scaled else None
 

@@ -33,9 +33,9 @@ densely for the iteration (error feedback memory kept); a mismatch once DDP has 
 buckets raises a ValueError (the checkpoint belongs to another model or bucket size).
 
 Randomness. A randomised compressor draws from ``SeedTree(seed).torch("ddp_hook", iteration,
-bucket)``, keyed further by the rank unless the randomness is shared by all workers: linear
-compressors (shared-index Rand-k) and PowerSGD draw one sample for all rows of a stacked call on
-:class:`~commlab.distributed.comm.SimComm`, so every rank must draw the same one.
+bucket)``, keyed further by the rank unless the compressor's ``shared_draws`` says one draw serves
+all rows of a stacked call on :class:`~commlab.distributed.comm.SimComm` (shared-index Rand-k,
+PowerSGD), so that every rank must draw the same one.
 
 On CUDA buckets (NCCL) the dense warm-up stays on the device; the compressed round runs on a CPU
 copy (payloads are packed with NumPy), so the process group needs a CPU backend as well, e.g.
@@ -52,7 +52,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from commlab._checks import check_int, check_seed
 from commlab.compress.ef import Mechanism
-from commlab.compress.lowrank import PowerSGD
 from commlab.distributed.comm import DistComm, Meter
 from commlab.distributed.compressed import compressed_round
 from commlab.lab.seeding import SeedTree
@@ -72,8 +71,9 @@ class CompressionHookState:
         start_iter: the first iteration (counted from 0) that is compressed, an integer >= 1,
             because DDP rebuilds its buckets after iteration 0.
         process_group: the process group DDP reduces over; None for the default (world) group.
-        shared_randomness: whether all ranks draw the same random numbers; None decides from the
-            compressor (linear compressors and PowerSGD share, others draw independently per rank).
+        shared_randomness: whether all ranks draw the same random numbers; None takes the
+            compressor's ``shared_draws`` (shared-index Rand-k and PowerSGD share, others draw
+            independently per rank).
         deterministic: passed to :class:`DistComm`: all-reduce as all-gather plus a sum in rank
             order, bit-identical to :class:`SimComm` (more receive traffic; meter unchanged).
 
@@ -104,7 +104,7 @@ class CompressionHookState:
         self.seed = check_seed(seed)
         self.start_iter = check_int("start_iter", start_iter, low=1)
         self.process_group = process_group
-        self.shared_randomness = (_shares_randomness(probe) if shared_randomness is None else shared_randomness)
+        self.shared_randomness = (probe.compressor.shared_draws if shared_randomness is None else shared_randomness)
         self.deterministic = bool(deterministic)
         self.iteration = 0
         self.mechanisms: dict[int, Mechanism] = {}
@@ -251,7 +251,4 @@ def register_compression(ddp_model: DistributedDataParallel, factory: Callable[[
     return state
 
 
-def _shares_randomness(mechanism: Mechanism) -> bool:
-    """Whether the compressor draws one sample for all workers (so all ranks must draw the same)."""
-    compressor = mechanism.compressor
-    return bool(compressor.linear) or isinstance(compressor, PowerSGD)
+
