@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from commlab.compress import TopK
+from commlab.compress import RandK, TopK
 from commlab.compress.ef import EF14, Plain
 from commlab.compress.quantize import Identity
 from commlab.distributed.comm import SimComm
@@ -187,6 +187,9 @@ def test_register_needs_a_ddp_model_and_randomness_sharing_follows_the_compresso
         register_compression(torch.nn.Linear(2, 2), functools.partial(gradient_scheme, "none"), seed=0)
     shared = {name: CompressionHookState(functools.partial(gradient_scheme, name), seed=0).shared_randomness
               for name in ("none", "topk", "powersgd", "sign")}
-    assert shared == {"none": True, "topk": False, "powersgd": True, "sign": False}
+    assert shared == {"none": False, "topk": False, "powersgd": True, "sign": False}
+    shared_randk = functools.partial(EF14, RandK(0.1, shared=True))
+    assert CompressionHookState(shared_randk, seed=0).shared_randomness
+    assert not CompressionHookState(functools.partial(EF14, RandK(0.1)), seed=0).shared_randomness
     with pytest.raises(TypeError, match="shared_randomness"):
         CompressionHookState(functools.partial(EF14, TopK(0.1)), seed=0, shared_randomness="yes")
