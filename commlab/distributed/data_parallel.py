@@ -25,10 +25,13 @@ step costs the slowest worker's computation plus the collective::
   collective (α–β model; all-reduce for the dense scheme, all-gather of the packed payloads for the
   others).
 
-Times are measured with ``timer``, by default :func:`time.thread_time` (CPU seconds of the calling
-thread). With torch on one thread that is the time the work takes on an idle core, and unlike wall
-time it does not grow when other processes compete for the cores. Pass :func:`time.perf_counter`
-for wall time. Evaluation is not part of training and does not move the clock.
+Times are measured with ``timer``. By default, when torch runs on one thread (one single-threaded
+process per worker, as in the real runs), that is :func:`time.thread_time`, the CPU seconds of the
+calling thread: the time the work takes on a core of its own, which, unlike wall time, does not
+include the time other processes hold the core. With more torch threads the work leaves the calling
+thread, so the default falls back to wall time (:func:`time.perf_counter`). CPU time is not immune
+to a busy machine either (shared caches, hyper-threads), so to compare schemes train them in
+lockstep with :func:`fit_interleaved`. Evaluation is not part of training and does not move the clock.
 
 Since :class:`~commlab.distributed.link.Link` ``()`` (infinite bandwidth, no latency) adds nothing,
 ``compute_seconds`` in the history is exactly the clock the same run shows on an unlimited link;
@@ -50,7 +53,7 @@ Example::
     comm = SimComm(2, link=Link(bandwidth=100e6))
     trainer = DataParallelTrainer(model, "topk", comm, images, labels, iid(len(labels), 2, seed=0),
                                   batch_size=32, lr=0.1, momentum=0.0, seed=0)
-    history = trainer.fit(steps=300, test=(test_images, test_labels), eval_every=25)
+    history = trainer.fit(300, (test_images, test_labels), eval_every=25)
     history.time_to(0.75)                 # simulated seconds to 75 % test accuracy (inf if never)
     history.time_to(0.75, "compute")      # the same on an unlimited link
 """
@@ -59,7 +62,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -157,7 +160,9 @@ class DataParallelTrainer:
         start_iter: steps (counted from 0) before this one exchange dense gradients (all-reduce of
             the mean); 0 compresses from the first step, :mod:`~commlab.distributed.train` uses 2.
         ratio, rank: Top-k's kept fraction and PowerSGD's rank, for a named scheme.
-        timer: a function returning seconds, used to measure computation (see the module docstring).
+        timer: a function returning seconds, used to measure computation; None (default) picks
+            :func:`time.thread_time` when torch runs on one thread, else :func:`time.perf_counter`
+            (see the module docstring).
 
     Minibatches: worker i at step t (counted from 0) takes :meth:`batch_indices` ``(t, i)``, the batch
     a ``torch.distributed`` rank i takes in :mod:`commlab.distributed.train`.
@@ -166,7 +171,7 @@ class DataParallelTrainer:
     def __init__(self, model: nn.Module, scheme: str | Mechanism, comm: SimComm, images: torch.Tensor,
                  labels: torch.Tensor, shards: Sequence, *, batch_size: int = 32, lr: float = 0.05,
                  momentum: float = 0.9, seed: int = 0, start_iter: int = 0, ratio: float = 0.01,
-                 rank: int = 2, timer: Callable[[], float] = time.thread_time):
+                 rank: int = 2, timer: Callable[[], float] | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(comm, SimComm):
@@ -195,6 +200,8 @@ class DataParallelTrainer:
                              f"got sizes {[len(shard) for shard in self.shards]}")
         self.seed = check_seed(seed)
         self.start_iter = check_int("start_iter", start_iter, low=0)
+        if timer is None:
+            timer = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
         if not callable(timer):
             raise TypeError(f"timer must be a function returning seconds, got {type(timer).__name__}")
         self.timer = timer
@@ -255,35 +262,10 @@ class DataParallelTrainer:
 
     def fit(self, steps: int, test: tuple[torch.Tensor, torch.Tensor], *, eval_every: int = 10,
             stop_at: float | None = None, progress: bool = False) -> History:
-        """Run ``steps`` steps, evaluating on ``test`` at the start and every ``eval_every`` steps.
-
-        Args:
-            steps: number of optimiser steps, >= 1 (the last one is always evaluated).
-            test: ``(images, labels)`` of the test set.
-            eval_every: steps between evaluations, >= 1.
-            stop_at: stop after the first evaluation whose accuracy reaches this value (None: never).
-            progress: show a tqdm progress bar.
-        """
-        steps = check_int("steps", steps, low=1)
-        eval_every = check_int("eval_every", eval_every, low=1)
-        if stop_at is not None:
-            stop_at = check_real_in("stop_at", stop_at, 0.0, 1.0)
-        history = History(self.scheme)
-        self._record(history, test, math.nan)
-        losses = []
-        bar = range(steps)
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(bar, desc=self.scheme, leave=False)
-        for done in bar:
-            losses.append(self.step())
-            if (done + 1) % eval_every == 0 or done + 1 == steps:
-                self._record(history, test, float(np.mean(losses)))
-                losses = []
-                if stop_at is not None and history.test_accuracy[-1] >= stop_at:
-                    break
-        return history
+        """Run ``steps`` steps, evaluating on ``test`` at the start and every ``eval_every`` steps
+        (see :func:`fit_interleaved`, of which this is the one-trainer case)."""
+        return fit_interleaved({self.scheme: self}, steps, test, eval_every=eval_every, stop_at=stop_at,
+                               progress=progress)[self.scheme]
 
     def _record(self, history: History, test, loss: float) -> None:
         history.step.append(self.steps_done)
@@ -294,3 +276,52 @@ class DataParallelTrainer:
         sent = float(self.comm.meter.bytes_sent.mean())
         history.bytes_per_worker.append(sent)
         history.bytes_per_step.append(sent - self._bytes_before_step)
+
+
+def fit_interleaved(trainers: Mapping[str, DataParallelTrainer], steps: int, test: tuple[torch.Tensor, torch.Tensor],
+                    *, eval_every: int = 10, stop_at: float | None = None,
+                    progress: bool = False) -> dict[str, History]:
+    """Train several trainers in lockstep: step t of each, in turn, before step t + 1 of any.
+
+    Their measured computation then shares the machine's conditions (other processes, clock
+    frequency) step by step, so a busy minute slows every run alike instead of one of them, and the
+    comparison of their clocks is fairer than with runs one after the other.
+
+    Args:
+        trainers: ``{name: trainer}``.
+        steps: optimiser steps for each, >= 1 (the last one is always evaluated).
+        test: ``(images, labels)`` of the test set.
+        eval_every: steps between evaluations, >= 1; every trainer is also evaluated before its first step.
+        stop_at: a trainer stops after its first evaluation whose accuracy reaches this value (None: never).
+        progress: show a tqdm progress bar over the steps.
+
+    Returns:
+        ``{name: History}``.
+    """
+    if not trainers or not all(isinstance(t, DataParallelTrainer) for t in trainers.values()):
+        raise TypeError("trainers must be a non-empty mapping of names to DataParallelTrainer")
+    steps = check_int("steps", steps, low=1)
+    eval_every = check_int("eval_every", eval_every, low=1)
+    if stop_at is not None:
+        stop_at = check_real_in("stop_at", stop_at, 0.0, 1.0)
+    histories = {name: History(trainer.scheme) for name, trainer in trainers.items()}
+    losses: dict[str, list[float]] = {name: [] for name in trainers}
+    for name, trainer in trainers.items():
+        trainer._record(histories[name], test, math.nan)
+    running = list(trainers)
+    bar = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(bar, desc=", ".join(trainers), leave=False)
+    for done in bar:
+        for name in list(running):
+            losses[name].append(trainers[name].step())
+            if (done + 1) % eval_every == 0 or done + 1 == steps:
+                trainers[name]._record(histories[name], test, float(np.mean(losses[name])))
+                losses[name] = []
+                if stop_at is not None and histories[name].test_accuracy[-1] >= stop_at:
+                    running.remove(name)
+        if not running:
+            break
+    return histories

@@ -1,6 +1,7 @@
 """The simulated data-parallel trainer: exactness of the dense scheme, the clock, the bytes, the errors."""
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from commlab.distributed import Link, SimComm
-from commlab.distributed.data_parallel import DataParallelTrainer, History, time_to_accuracy
+from commlab.distributed.data_parallel import DataParallelTrainer, History, fit_interleaved, time_to_accuracy
 from commlab.distributed.schemes import gradient_scheme
 from commlab.lab import seeded_init
 
@@ -114,6 +115,35 @@ def test_fit_records_every_evaluation_and_can_stop_at_a_target(data):
                                       "bytes_per_worker", "bytes_per_step"}
     early = trainer(data).fit(10, data[:2], eval_every=2, stop_at=0.0)
     assert early.step == [0, 2]
+
+
+def test_interleaved_training_equals_separate_runs(data):
+    alone = {scheme: trainer(data, scheme).fit(6, data[:2], eval_every=3) for scheme in ("none", "sign")}
+    together = fit_interleaved({scheme: trainer(data, scheme) for scheme in ("none", "sign")}, 6, data[:2],
+                               eval_every=3)
+    for scheme, history in alone.items():
+        assert together[scheme].step == history.step == [0, 3, 6]
+        assert together[scheme].test_accuracy == history.test_accuracy
+        assert together[scheme].train_loss == history.train_loss
+        assert together[scheme].bytes_per_worker == history.bytes_per_worker
+    stopped = fit_interleaved({"a": trainer(data), "b": trainer(data, lr=1e-9)}, 6, data[:2], eval_every=3,
+                              stop_at=0.0)
+    assert stopped["a"].step == stopped["b"].step == [0, 3]
+    with pytest.raises(TypeError, match="trainers"):
+        fit_interleaved({}, 6, data[:2])
+    with pytest.raises(TypeError, match="trainers"):
+        fit_interleaved({"a": object()}, 6, data[:2])
+
+
+def test_default_timer_is_thread_cpu_time_on_one_thread(data):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert trainer(data).timer is time.thread_time
+        torch.set_num_threads(2)
+        assert trainer(data).timer is time.perf_counter
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_time_to_accuracy_is_the_first_crossing():
