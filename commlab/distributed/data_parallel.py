@@ -45,8 +45,7 @@ hook's generator for randomised compressors (``SeedTree(seed).torch("ddp_hook", 
 by all workers as for bucket 0). Build the data, shards and model with
 :func:`~commlab.distributed.train.load_data`, :func:`~commlab.distributed.train.shards` and
 :func:`~commlab.distributed.train.make_model` to get the very run that ``train`` makes on real
-processes. (:func:`commlab.distributed.train.simulate` is that entry point's own simulator; its
-clock charges the whole step's time divided by N instead of the slowest worker plus the round.)
+processes.
 
 Example::
 

@@ -6,18 +6,17 @@ import math
 import hook_workers
 import pytest
 import torch
-import torch.nn.functional as F
 
 from commlab.compress import RandK, TopK
 from commlab.compress.ef import EF14, Plain
 from commlab.compress.quantize import Identity
 from commlab.distributed.comm import SimComm
 from commlab.distributed.compressed import compressed_round
+from commlab.distributed.data_parallel import DataParallelTrainer
 from commlab.distributed.ddp_hook import CompressionHookState, register_compression
 from commlab.distributed.launch import run_workers
 from commlab.distributed.schemes import gradient_scheme
-from commlab.distributed.train import TrainConfig, batch_indices, load_data, make_model, shards
-from commlab.models.cnn import accuracy
+from commlab.distributed.train import TrainConfig, load_data, make_model, shards
 
 SEED = 3
 D = 114_314  # SmallCNN's parameters: one DDP bucket
@@ -122,28 +121,12 @@ FLOOR = 0.5
 
 
 def simulate(cfg: TrainConfig, world_size: int) -> float:
-    """The same run on SimComm: shared data, shards, batches, init; dense warm-up, then compressed_round."""
+    """The same run on SimComm with the library's simulator: same data, shards, batches, init, warm-up."""
     train_x, train_y, test_x, test_y = load_data(cfg)
-    parts = shards(cfg, world_size)
-    model = make_model(cfg)
-    params = list(model.parameters())
-    comm, mechanism = SimComm(world_size), cfg.factory()()
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-    for step in range(cfg.steps):
-        rows = []
-        for worker in range(world_size):
-            idx = batch_indices(parts[worker], step, cfg.batch_size, seed=cfg.seed, worker=worker)
-            grads = torch.autograd.grad(F.cross_entropy(model(train_x[idx]), train_y[idx]), params)
-            rows.append(torch.cat([g.reshape(-1) for g in grads]))
-        G = torch.stack(rows)
-        if step < cfg.start_iter:
-            mean = comm.all_reduce(G, "mean").wait()[0]
-        else:
-            mean, _ = compressed_round(comm, mechanism, G)
-        for p, g in zip(params, mean.split([p.numel() for p in params]), strict=True):
-            p.grad = g.view_as(p).clone()
-        optimizer.step()
-    return accuracy(model, test_x, test_y)
+    trainer = DataParallelTrainer(make_model(cfg), cfg.scheme, SimComm(world_size), train_x, train_y,
+                                  shards(cfg, world_size), batch_size=cfg.batch_size, lr=cfg.lr,
+                                  momentum=cfg.momentum, seed=cfg.seed, start_iter=cfg.start_iter, ratio=cfg.ratio)
+    return trainer.fit(cfg.steps, (test_x, test_y), eval_every=cfg.steps).test_accuracy[-1]
 
 
 @pytest.mark.timeout(120)
