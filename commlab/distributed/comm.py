@@ -143,9 +143,7 @@ class Communicator:
         """Every row becomes the sum (or mean) of the N workers' rows (a view: rows share memory)."""
         check_choice("op", op, REDUCE_OPS)
         x = self._check("all_reduce", x, floating=True)
-        total = self._ordered_sum(x)
-        if op == "mean":
-            total = total / self.world_size
+        total = self._reduce(x, op)
         per = torch.full((self.local_workers,), float(nbytes(x)), dtype=torch.float64)
         return self._done("all_reduce", total.expand(x.shape), per, nbytes(x))
 
@@ -199,9 +197,9 @@ class Communicator:
 
     # -- what the backends define ------------------------------------------------------------------
 
-    def _ordered_sum(self, x: torch.Tensor) -> torch.Tensor:
-        """Σ_j x_j over all N workers, shape ``x.shape[1:]``; SimComm and deterministic DistComm both
-        reduce the stacked ``[N, ...]`` tensor with the same kernel, so their bits agree."""
+    def _reduce(self, x: torch.Tensor, op: str) -> torch.Tensor:
+        """Σ_j x_j or its mean over all N workers, shape ``x.shape[1:]``; SimComm and deterministic
+        DistComm both reduce the stacked ``[N, ...]`` tensor with the same kernel, so their bits agree."""
         raise NotImplementedError
 
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
@@ -270,8 +268,8 @@ class SimComm(Communicator):
         world_size = check_int("world_size", world_size, low=1)
         super().__init__(world_size, torch.arange(world_size), link)
 
-    def _ordered_sum(self, x):
-        return x.sum(dim=0)
+    def _reduce(self, x, op):
+        return x.sum(dim=0) if op == "sum" else x.mean(dim=0)
 
     def _gather(self, x):
         return x
@@ -321,12 +319,13 @@ class DistComm(Communicator):
     def __getstate__(self):
         raise TypeError("a DistComm holds a process group and cannot be pickled; make a new one in each process")
 
-    def _ordered_sum(self, x):
+    def _reduce(self, x, op):
         if self.deterministic:
-            return self._gather(x).sum(dim=0)
+            stacked = self._gather(x)
+            return stacked.sum(dim=0) if op == "sum" else stacked.mean(dim=0)
         total = x[0].clone()
         self._call("all_reduce", dist.all_reduce, total, group=self.group)
-        return total
+        return total if op == "sum" else total / self.world_size
 
     def _gather(self, x):
         out = [torch.empty_like(x) for _ in range(self.world_size)]
