@@ -38,8 +38,8 @@ Since :class:`~commlab.distributed.link.Link` ``()`` (infinite bandwidth, no lat
 the training itself does not depend on the link, so one run gives both.
 
 Settings mirror :mod:`commlab.distributed.train` (the torchrun entry point) so that simulated
-and real runs compare: the same minibatches (:func:`commlab.distributed.train.batch_indices`, epochs
-of seeded permutations of each worker's shard), SGD with momentum on the cross-entropy, dense
+and real runs compare: the same minibatches (:func:`commlab.distributed.train.batch_indices`, seeded
+draws with replacement from each worker's shard), SGD (optionally with momentum) on the cross-entropy, dense
 all-reduces for the first ``start_iter`` steps (the DDP hook waits for DDP's bucket rebuild) and the
 hook's generator for randomised compressors (``SeedTree(seed).torch("ddp_hook", step, 0)``, shared
 by all workers as for bucket 0). Build the data, shards and model with
@@ -168,8 +168,8 @@ class DataParallelTrainer:
     """
 
     def __init__(self, model: nn.Module, scheme: str | Mechanism, comm: SimComm, images: torch.Tensor,
-                 labels: torch.Tensor, shards: Sequence, *, batch_size: int = 32, lr: float = 0.05,
-                 momentum: float = 0.9, seed: int = 0, start_iter: int = 0, ratio: float = 0.01,
+                 labels: torch.Tensor, shards: Sequence, *, batch_size: int = 32, lr: float = 0.1,
+                 momentum: float = 0.0, seed: int = 0, start_iter: int = 0, ratio: float = 0.01,
                  rank: int = 2, timer: Callable[[], float] | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
