@@ -114,6 +114,7 @@ class Communicator:
         ranks: ``[L]`` global indices of the local workers.
         link: the latency/bandwidth model that advances the clock, or None.
         meter: the :class:`Meter` of the local workers.
+        device: where tensors must be to cross the wire (CUDA for a pure NCCL group, else CPU).
     """
 
     def __init__(self, world_size: int, ranks: torch.Tensor, link: Link | None):
@@ -125,6 +126,7 @@ class Communicator:
         self._local = {int(r): row for row, r in enumerate(ranks.tolist())}
         self.link = link
         self.meter = Meter(self.local_workers)
+        self.device = torch.device("cpu")
         self._clock = 0.0
 
     @property
@@ -308,6 +310,8 @@ class DistComm(Communicator):
         rank, world_size = dist.get_rank(group), dist.get_world_size(group)
         super().__init__(world_size, torch.tensor([rank]), link)
         self.rank = rank
+        if dist.get_backend(group) == "nccl":
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.deterministic = bool(deterministic)
         self.check_shapes = bool(check_shapes)
         self._start = time.perf_counter()

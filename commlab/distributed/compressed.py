@@ -58,7 +58,7 @@ def gather_payloads(comm: Communicator, payload: Payload) -> Payload:
     if len({len(blob) for blob in blobs}) > 1:
         raise ValueError("the workers' payloads differ in size; gather_payloads needs a fixed-size compressor")
     packed = torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8).reshape(len(blobs), -1)
-    everyone = comm.all_gather(packed).wait()
+    everyone = comm.all_gather(packed.to(comm.device)).wait().cpu()
     header = rows[0].header
     return Payload.stack([Payload.from_bytes(bytes(row.numpy()), header) for row in everyone])
 
