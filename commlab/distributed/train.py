@@ -70,6 +70,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from commlab._checks import check_choice, check_int, check_positive, check_real_number
 from commlab.data import fashion_mnist, iid
 from commlab.distributed.ddp_hook import register_compression
 from commlab.distributed.schemes import SCHEMES, gradient_scheme
@@ -104,19 +105,22 @@ class TrainConfig:
     def __post_init__(self):
         gradient_scheme(self.scheme, ratio=self.ratio, rank=self.rank)  # checks scheme, ratio, rank
         for name in ("steps", "batch_size", "train_n", "test_n", "eval_every", "start_iter", "threads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
-            raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy!r}")
-        if not (self.timeout > 0 and math.isfinite(self.timeout)):
-            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+            check_int(name, getattr(self, name), low=1)
+        check_positive("lr", self.lr)
+        check_real_number("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        if self.target_accuracy is not None:
+            check_real_number("target_accuracy", self.target_accuracy, low=0.0, high=1.0, low_open=True)
+        check_positive("timeout", self.timeout)
+        check_choice("backend", self.backend, BACKENDS)
+
+    def argv(self) -> list[str]:
+        """The command line that :func:`parse_config` turns back into this configuration."""
+        args = []
+        for action in build_parser()._actions:
+            value = getattr(self, action.dest, None) if action.option_strings else None
+            if value is not None:
+                args += [action.option_strings[0], str(value)]
+        return args
 
     def factory(self) -> functools.partial:
         """A picklable factory of fresh per-bucket mechanisms for this scheme."""

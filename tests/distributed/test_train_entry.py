@@ -13,7 +13,7 @@ import torch
 
 from commlab.compress import TopK
 from commlab.distributed.launch import run_workers
-from commlab.distributed.train import parse_config
+from commlab.distributed.train import TrainConfig, parse_config
 
 D = 114_314  # SmallCNN's parameters
 SMALL = ["--steps", "6", "--eval-every", "3", "--train-n", "400", "--test-n", "200", "--batch-size", "16",
@@ -92,3 +92,9 @@ def test_command_line_options_and_their_checks():
                        (["--start-iter", "0"], "start_iter"), (["--momentum", "1"], "momentum")):
         with pytest.raises(ValueError, match=match):
             parse_config(bad)
+
+
+def test_a_configuration_round_trips_through_its_command_line():
+    cfg = TrainConfig(scheme="sign", steps=7, target_accuracy=0.5, log="runs/x.jsonl", timeout=60.0)
+    assert parse_config(cfg.argv()) == cfg
+    assert parse_config(TrainConfig().argv()) == TrainConfig()
