@@ -23,35 +23,34 @@ def _bits(x) -> torch.Tensor:
     return x.to(torch.int8)
 
 
-class BinarySymmetricChannel(nn.Module):
+class _MemorylessBitChannel(nn.Module):
+    """What the bit channels share: the event probability ``p`` and one independent draw per bit."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = check_probability("p", p)
+
+    def _events(self, bits: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(bits as int8, mask)``: the mask is True, independently with probability ``p``, per bit."""
+        b = _bits(bits)
+        check_generator(generator, b)
+        return b, torch.rand(b.shape, generator=generator, device=b.device) < self.p
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class BinarySymmetricChannel(_MemorylessBitChannel):
     """Flip each bit independently with probability ``p``; capacity ``1 - h2(p)`` (see ``bounds``)."""
 
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = check_probability("p", p)
-
     def forward(self, bits: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
-        b = _bits(bits)
-        check_generator(generator, b)
-        flips = torch.rand(b.shape, generator=generator, device=b.device) < self.p
+        b, flips = self._events(bits, generator)
         return b ^ flips.to(torch.int8)
 
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
-
-class BinaryErasureChannel(nn.Module):
+class BinaryErasureChannel(_MemorylessBitChannel):
     """Erase each bit independently with probability ``p`` (output :data:`ERASED`); capacity ``1 - p``."""
 
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = check_probability("p", p)
-
     def forward(self, bits: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
-        b = _bits(bits)
-        check_generator(generator, b)
-        erased = torch.rand(b.shape, generator=generator, device=b.device) < self.p
+        b, erased = self._events(bits, generator)
         return torch.where(erased, torch.full_like(b, ERASED), b)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
