@@ -4,7 +4,8 @@
 * :class:`RandK` — ``k`` uniformly random coordinates, independent per worker or shared by all
   workers through a shared seed; scaled by d/k it is unbiased with ω = d/k − 1.
 * :class:`SampledTopK` — Deep Gradient Compression's threshold estimated on a random sample
-  (Lin et al. 2018), with the exact top-k among the survivors when too many pass.
+  (Lin et al. 2018), lowered while too few pass, with the exact top-k among the survivors when too
+  many pass (:func:`sampled_threshold_select` does one row and reports how it went).
 
 Each kept coordinate costs its value (the dtype's width) plus its share of the index part:
 ``min(k * ceil(log2 d), d)`` bits per row (index list or bitmap, whichever is smaller).
@@ -12,9 +13,12 @@ Each kept coordinate costs its value (the dtype's width) plus its share of the i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from commlab._checks import check_fraction, check_int, check_real_in
 from commlab.compress.base import Compressor, check_ratio, kept
 from commlab.compress.payload import Part, Payload, float_width
 
@@ -192,41 +196,108 @@ class RandK(Compressor):
 
 
 class SampledTopK(Compressor):
-    """Deep Gradient Compression's top-k: a threshold estimated from a random sample.
+    """Deep Gradient Compression's top-k: a threshold estimated from a random sample, then adapted.
 
-    For each row, ``max(sample_ratio * d, 1)`` positions are drawn uniformly (with replacement);
-    the threshold ``t`` is the ``ceil(ratio * sample)``-th largest sampled magnitude; every
-    coordinate with ``|x| >= t`` is kept, and if that is more than ``k = ceil(ratio * d)``, only the
-    exact top-k of them (DGC's hierarchical selection). The number kept varies per row (at most
-    k) and the bits follow it. Biased; no contraction constant beyond the trivial one.
+    For each row (Lin et al. 2018, and the brief's description of the reference code):
+
+    1. draw ``n = max(sample_ratio * d, 1)`` positions uniformly (with replacement); the threshold
+       ``t`` is the ``ceil(ratio * n)``-th largest sampled magnitude;
+    2. candidates are the coordinates with ``|x| >= t``; while there are fewer than ``lower * k``
+       of them (``k = ceil(ratio * d)``), lower the threshold ``t <- shrink * t``, at most
+       ``adapt_steps`` times;
+    3. if more than ``k`` candidates remain, keep the exact top-k among them (the hierarchical
+       selection, ties to the lower position); otherwise keep them all.
+
+    So a row keeps between ``lower * k`` (unless the ``adapt_steps`` are used up) and ``k``
+    coordinates, all of them larger in magnitude than any it drops. The number kept varies per
+    row and the bits follow it. Biased; no contraction constant beyond the trivial one.
+    ``adapt_steps=0`` turns the adaptation off (the one-shot threshold). The reference code
+    truncates candidates between ``k`` and ``1.3 k`` by position and runs the exact top-k only
+    above ``1.3 k``; here every surplus is resolved by magnitude, which keeps the larger entries.
+
+    :func:`sampled_threshold_select` is the selection on one row, with its diagnostics.
     """
 
     random = True
     homogeneous = True
 
-    def __init__(self, ratio: float, *, sample_ratio: float = 0.01):
+    def __init__(self, ratio: float, *, sample_ratio: float = 0.01, lower: float = 0.8, shrink: float = 0.8,
+                 adapt_steps: int = 10):
         check_ratio(ratio, None)
         if not 0 < sample_ratio <= 1:
             raise ValueError(f"sample_ratio must be in (0, 1], got {sample_ratio!r}")
         self.ratio, self.sample_ratio = ratio, sample_ratio
+        self.lower = check_real_in("lower", lower, 0.0, 1.0)
+        self.shrink = check_fraction("shrink", shrink)
+        self.adapt_steps = check_int("adapt_steps", adapt_steps, low=0)
+
+    def select(self, x: torch.Tensor, generator: torch.Generator, k: int | None = None) -> Selection:
+        """The selection on one row ``x`` ``[d]``, keeping at most ``k`` (default ``ceil(ratio * d)``)."""
+        k = kept(self.ratio, None, x.numel()) if k is None else k
+        return sampled_threshold_select(x, k, generator, sample_ratio=self.sample_ratio, lower=self.lower,
+                                        shrink=self.shrink, adapt_steps=self.adapt_steps)
+
+    def compress_at(self, x: torch.Tensor, indices: torch.Tensor) -> Payload:
+        """The payload of one row ``x`` ``[d]`` keeping the ascending positions ``indices`` (from :meth:`select`)."""
+        return Payload(_sparse_parts(x[None], indices, [indices.numel()]), tuple(x.shape), x.dtype)
 
     def _encode(self, rows, generator):
-        W, d = rows.shape
-        k = kept(self.ratio, None, d)
-        n = max(1, int(self.sample_ratio * d))
-        sample = rows.gather(1, torch.randint(d, (W, n), generator=generator)).abs()
-        hits = kept(self.ratio, None, n)
-        threshold = sample.topk(hits, dim=1, sorted=False).values.min(dim=1, keepdim=True).values
-        mags = rows.abs()
-        keep = mags >= threshold
-        over = keep.sum(dim=1) > k
-        if over.any():
-            exact = torch.zeros_like(keep[over])
-            exact.scatter_(1, top_indices(rows[over], k), True)
-            keep[over] = exact
-        where = keep.nonzero()
-        counts = keep.sum(dim=1).tolist()
-        return _sparse_parts(rows, where[:, 1], counts)
+        picked = [self.select(row, generator).indices for row in rows]
+        return _sparse_parts(rows, torch.cat(picked), [len(p) for p in picked])
 
     def _decode(self, payload, W, d):
         return _scatter(payload, W, d)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What :func:`sampled_threshold_select` picked from one row.
+
+    Attributes:
+        indices: kept positions, ascending, int64, between ``lower * k`` (normally) and ``k`` of them.
+        sampled: candidates above the first (sampled) threshold, before any adaptation.
+        candidates: candidates above the final threshold, before the exact top-k truncation.
+        adaptations: how many times the threshold was lowered.
+    """
+
+    indices: torch.Tensor
+    sampled: int
+    candidates: int
+    adaptations: int
+
+
+def sampled_threshold_select(x: torch.Tensor, k: int, generator: torch.Generator, *, sample_ratio: float = 0.01,
+                             lower: float = 0.8, shrink: float = 0.8, adapt_steps: int = 10) -> Selection:
+    """DGC's sampled-threshold top-k of one row ``x`` ``[d]`` (see :class:`SampledTopK` for the steps).
+
+    Draws ``max(sample_ratio * d, 1)`` sample positions from ``generator``; float32/float64 rows on
+    the CPU are thresholded in cache-sized numpy chunks (one read of ``x``).
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 1:
+        raise ValueError(f"x must be a 1-D tensor [d], got {getattr(x, 'shape', type(x).__name__)}")
+    d = x.numel()
+    k = check_int("k", k, low=1, high=d)
+    n = max(1, int(sample_ratio * d))
+    sample = x[torch.randint(d, (n,), generator=generator)].abs()
+    hits = max(1, min(n, -(-k * n // d)))  # ceil(k/d * n)
+    threshold = sample.topk(hits, sorted=False).values.min().item()
+    candidates = _at_least(x, threshold)
+    sampled, adaptations = candidates.numel(), 0
+    while candidates.numel() < lower * k and adaptations < adapt_steps:
+        threshold *= shrink
+        adaptations += 1
+        candidates = _at_least(x, threshold)
+    count = candidates.numel()
+    if count > k:
+        mags = x[candidates].abs()[None]
+        kth = mags.topk(k, dim=1, sorted=False).values.min(dim=1, keepdim=True).values
+        candidates = candidates[_first_k_at_least(mags, kth, k)[0]]
+    return Selection(candidates, sampled, count, adaptations)
+
+
+def _at_least(x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Positions with ``|x| >= threshold``, ascending, int64."""
+    if x.device.type == "cpu" and x.dtype in _NUMPY_FLOATS:
+        positions = _positions_at_least(x.detach().contiguous().numpy(), threshold)
+        return torch.from_numpy(np.asarray(positions, dtype=np.int64))
+    return (x.abs() >= threshold).nonzero()[:, 0]
