@@ -6,6 +6,8 @@ the result depends only on the arguments and ``seed`` (each call draws from its 
 
 * :func:`iid`: a seeded permutation cut into near-equal parts.
 * :func:`k_classes`: "pathological" non-IID shards, each client holds exactly ``k`` classes.
+* :func:`pathological_shards`: McMahan et al.'s shards: sort by label, cut into equal shards, deal
+  ``shards_per_client`` random shards to each client.
 * :func:`dirichlet`: per-class client proportions drawn from Dir(alpha); small alpha = more skew.
 * :func:`train_test_indices`: a seeded hold-out split.
 """
@@ -98,6 +100,39 @@ def k_classes(labels, n_clients: int, k: int, *, seed: int) -> list[np.ndarray]:
         for client, piece in zip(clients, np.array_split(rng.permutation(indices), len(clients)), strict=True):
             parts[client].append(piece)
     return [np.sort(np.concatenate(pieces)).astype(np.int64) for pieces in parts]
+
+
+def pathological_shards(labels, n_clients: int, shards_per_client: int = 2, *, seed: int) -> list[np.ndarray]:
+    """McMahan et al. (2017)'s pathological non-IID split: sort by label, cut into shards, deal them.
+
+    The items are put in a seeded random order and then stably sorted by label (so each label's
+    items are in random order), the sorted sequence is cut into ``n_clients * shards_per_client``
+    contiguous shards of near-equal size (sizes differ by at most one), and a seeded permutation of
+    the shards gives client ``c`` the shards ``perm[c * s : (c + 1) * s]``. A shard spans one label
+    unless it straddles a label boundary, so a client holds at most ``2 * shards_per_client`` labels
+    (usually ``shards_per_client`` or fewer; two shards of one label are possible, as in the paper).
+
+    Args:
+        labels: 1-D integer array of length N (numpy array, CPU tensor or list).
+        n_clients: number of clients, >= 1.
+        shards_per_client: shards per client s, >= 1, with ``n_clients * s <= N``.
+        seed: non-negative integer seed.
+
+    Returns:
+        ``n_clients`` sorted int64 arrays that partition ``range(N)``.
+    """
+    labels = _check_labels(labels)
+    n_clients = check_int("n_clients", n_clients, low=1)
+    n_shards = n_clients * check_int("shards_per_client", shards_per_client, low=1)
+    if n_shards > len(labels):
+        raise ValueError(f"n_clients * shards_per_client = {n_shards} shards need at least that many items, "
+                         f"got {len(labels)}")
+    rng = np.random.default_rng(check_seed(seed))
+    shuffled = rng.permutation(len(labels))
+    order = shuffled[np.argsort(labels[shuffled], kind="stable")].astype(np.int64)
+    shards = np.array_split(order, n_shards)
+    dealt = rng.permutation(n_shards).reshape(n_clients, shards_per_client)
+    return [np.sort(np.concatenate([shards[j] for j in row])).astype(np.int64) for row in dealt]
 
 
 def dirichlet(

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from commlab.data import dirichlet, iid, k_classes, train_test_indices
+from commlab.data.partition import pathological_shards
 
 LABELS = np.repeat(np.arange(10), 100)[np.random.default_rng(123).permutation(1000)]
 
@@ -31,6 +32,47 @@ def mean_label_entropy(parts, labels):
         p = counts[counts > 0] / counts.sum()
         entropies.append(-(p * np.log(p)).sum())
     return float(np.mean(entropies))
+
+
+# --- pathological shards ------------------------------------------------------------------------
+
+
+def test_pathological_shards_partition_equal_sizes_and_two_classes():
+    parts = pathological_shards(LABELS, 50, seed=0)  # 100 shards of 10 items, each inside one class
+    assert_disjoint_sorted_int64(parts)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(1000))
+    assert {len(p) for p in parts} == {20}
+    classes = [len(np.unique(LABELS[p])) for p in parts]
+    assert max(classes) <= 2 and np.mean(classes) > 1.5  # two shards rarely share a class
+    assert mean_label_entropy(parts, LABELS) < 0.7 < mean_label_entropy(iid(1000, 50, seed=0), LABELS)
+
+
+def test_pathological_shards_is_seeded_and_uneven_sizes_differ_by_one():
+    assert_same(pathological_shards(LABELS, 7, 3, seed=4), pathological_shards(LABELS, 7, 3, seed=4))
+    assert not all(np.array_equal(a, b) for a, b in zip(pathological_shards(LABELS, 7, 3, seed=4),
+                                                          pathological_shards(LABELS, 7, 3, seed=5), strict=True))
+    sizes = [len(p) for p in pathological_shards(LABELS, 7, 3, seed=4)]  # 21 shards of 47 or 48 items
+    assert sum(sizes) == 1000 and set(sizes) <= {141, 142, 143, 144}
+
+
+def test_pathological_shards_accepts_torch_labels():
+    assert_same(pathological_shards(torch.as_tensor(LABELS), 5, seed=1), pathological_shards(LABELS, 5, seed=1))
+
+
+@pytest.mark.parametrize(
+    "labels, n_clients, shards, error",
+    [
+        (LABELS, 0, 2, ValueError),
+        (LABELS, 5, 0, ValueError),
+        (LABELS, 501, 2, ValueError),  # 1002 shards > 1000 items
+        (LABELS, 2.0, 2, TypeError),
+        (LABELS.astype(float), 5, 2, TypeError),
+        (np.zeros((2, 3), dtype=int), 1, 1, ValueError),
+    ],
+)
+def test_pathological_shards_bad_input(labels, n_clients, shards, error):
+    with pytest.raises(error):
+        pathological_shards(labels, n_clients, shards, seed=0)
 
 
 # --- iid ---------------------------------------------------------------------------------------
