@@ -8,6 +8,8 @@
 * :class:`Uniform` — b-bit min–max quantisation with stochastic rounding.
 * :class:`LowPrecision` — casts to fp16, bf16, fp8 (E4M3, E5M2) or the 4-bit E3M0 format used by
   Streaming DiLoCo, with a 32-bit per-row scale for the 8- and 4-bit formats.
+* :class:`LogByte` — one signed byte per value on a logarithmic grid (sign + 7-bit log-magnitude),
+  the scalar code of shared-randomness SPSA (Zelikman et al. 2023, "Just One Byte").
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 
 import torch
 
+from commlab._checks import check_positive
 from commlab.compress.base import Compressor
 from commlab.compress.payload import Part
 
@@ -241,3 +244,79 @@ class LowPrecision(Compressor):
         if self.format in ("fp16", "bf16"):
             return values
         return values * _rows_of(payload, "scale", W)
+
+
+LOGBYTE_MIDDLE = 64  # magnitude code of `center`; codes 1..127 span exponents -63..63 steps
+
+
+class LogByte(Compressor):
+    """One byte per value: a sign bit and a 7-bit code of ln|x| on a uniform grid; deterministic, biased.
+
+    Layout of the byte ``b`` (sent as an unsigned 8-bit code): ``b = (s << 7) | m`` with ``s = 1`` for
+    a negative value and ``m ∈ {0, …, 127}``:
+
+    * ``m = 0`` is zero (``s = 0``; the byte 128 never appears and also decodes to 0);
+    * ``m ∈ {1, …, 127}`` is the magnitude ``center · exp((m − 64) · step)``, so the 127 levels run from
+      ``lowest = center·e^(−63·step)`` to ``highest = center·e^(63·step)`` (with the default
+      ``step = 1/16``, ``center = 1``: 0.0195 … 51.4, a relative step of e^(1/16) ≈ 6.4 %).
+
+    Encoding rounds ln|x| to the nearest level: ``m = round(ln(|x|/center)/step) + 64``; values with
+    ``m < 1``, i.e. ``|x| < lowest·e^(−step/2)``, become 0; values above the grid saturate at
+    ``±highest``. Round-trip error for ``|x| ≤ highest``:
+    ``|x̂ − x| ≤ max((e^(step/2) − 1)·|x|, lowest·e^(−step/2))`` (3.2 % relative inside the grid with
+    the default step).
+
+    The paper's quantiser, ``q = clamp(round(16·ln|p|), −127, 127)`` plus a separate sign, spends 9 bits;
+    folding the sign into the byte halves the number of levels, so this grid spans e^(±63/16) around
+    ``center`` instead of e^(±127/16): pick ``center`` near the typical magnitude (or a coarser ``step``).
+
+    Args:
+        step: grid spacing in natural-log units, > 0 (1/16 as in the paper).
+        center: magnitude of the middle code, > 0.
+    """
+
+    def __init__(self, step: float = 1 / 16, center: float = 1.0):
+        self.step = check_positive("step", step)
+        self.center = check_positive("center", center)
+
+    @property
+    def lowest(self) -> float:
+        """The smallest non-zero magnitude on the grid."""
+        return self.center * math.exp(-(LOGBYTE_MIDDLE - 1) * self.step)
+
+    @property
+    def highest(self) -> float:
+        """The largest magnitude on the grid (where values saturate)."""
+        return self.center * math.exp((127 - LOGBYTE_MIDDLE) * self.step)
+
+    @property
+    def relative_error(self) -> float:
+        """Bound on |x̂ − x|/|x| for lowest ≤ |x| ≤ highest: e^(step/2) − 1."""
+        return math.expm1(self.step / 2)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The bytes of ``x`` (any shape, floating, finite) as a ``torch.uint8`` tensor of the same shape."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"x must be a floating torch.Tensor, got {type(x).__name__}")
+        if not torch.isfinite(x).all():
+            raise ValueError("x contains NaN or Inf")
+        x = x.detach().to(torch.float64)
+        level = torch.round(torch.log(x.abs() / self.center) / self.step) + LOGBYTE_MIDDLE  # -inf for 0
+        m = torch.where(level < 1, torch.zeros_like(level), level.clamp(max=127)).to(torch.int64)
+        sign = ((x < 0) & (m > 0)).to(torch.int64)
+        return ((sign << 7) | m).to(torch.uint8)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """float64 values of ``torch.uint8`` codes (any shape)."""
+        if not isinstance(codes, torch.Tensor) or codes.dtype != torch.uint8:
+            raise TypeError(f"codes must be a torch.uint8 tensor, got {getattr(codes, 'dtype', type(codes).__name__)}")
+        codes = codes.to(torch.int64)
+        m = (codes & 127).to(torch.float64)
+        magnitude = torch.where(m > 0, self.center * torch.exp((m - LOGBYTE_MIDDLE) * self.step), torch.zeros_like(m))
+        return torch.where(codes >= 128, -magnitude, magnitude)
+
+    def _encode(self, rows, generator):
+        return (Part.codes("codes", self.encode(rows).to(torch.int64), 8),)
+
+    def _decode(self, payload, W, d):
+        return self.decode(_rows_of(payload, "codes", W).to(torch.uint8))

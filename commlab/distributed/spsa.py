@@ -1,0 +1,327 @@
+"""Shared-randomness SPSA: machines train one model by exchanging one byte per projected gradient.
+
+Zelikman, Huang, Liang, Haber, Goodman (2023), "Just One Byte (per gradient): A Note on Low-Bandwidth
+Decentralized Language Model Finetuning Using Shared Randomness", arXiv 2306.10015; the estimator is
+SPSA as used by MeZO (Malladi et al. 2023). In round t every active machine m, for each of its
+samples s = 0, …, S − 1:
+
+* regenerates a perturbation z_{t,m,s} ~ N(0, I_d) from the generator
+  ``SeedTree(seed).torch("spsa", t, m, s)`` (:func:`perturbation`; never stored, never sent);
+* computes one scalar, the central-difference projected gradient on its own minibatch B_{t,m,s}::
+
+      p_{t,m,s} = (L(θ + ε z; B) − L(θ − ε z; B)) / (2ε)  ≈  zᵀ∇L(θ; B)
+
+* sends it through the ``scalars`` compressor (:class:`~commlab.compress.LogByte`: one byte).
+
+Every machine then decodes all n = K_t·S scalars of the round's K_t active machines and applies them
+one at a time in the canonical order (machine id, then sample), regenerating each z_j::
+
+      θ ← θ − c_j z_j,   c_j = lr · p̂_j / √n   (``normalize="sqrt"``, the public code's choice)
+                              or lr · p̂_j / n    (``normalize="mean"``, an average of the n estimates)
+
+Each update is two exactly rounded float operations (u = z_j·c_j, then θ ← θ − u) on identical
+inputs, so every replica, on any backend, computes the same bits: the replicas stay bit-identical
+without ever sending a parameter (checked with :func:`~commlab.distributed.hashing.state_hash`), and
+θ_T can be rebuilt from θ_0 and the scalar log alone (:func:`replay`).
+
+**Machines and the communicator.** Machine m is worker (rank) m of the communicator, whose
+``world_size`` must exceed every machine id of the :class:`~commlab.distributed.membership.Membership`
+schedule; on :class:`~commlab.distributed.comm.SimComm` all machines live in one process (row l of
+:attr:`SharedSeedSPSA.theta` is machine l's replica), on :class:`~commlab.distributed.comm.DistComm`
+each rank holds its own replica. In each round, for each active machine m in ascending order, one
+``broadcast`` from m carries its S packed scalars (a ``uint8`` tensor of ``ceil(bits/8)`` bytes; S
+bytes with LogByte). The meter therefore charges exactly what active machines send; a machine that
+is not active sends nothing and keeps its parameters frozen (on DistComm its rank still joins the
+broadcasts as a listener, since every rank of a gloo group must). A machine that joins before round
+t receives θ by one ``broadcast`` of the full parameters from ``membership.source(t)`` (8·d bytes in
+float64, charged to that peer and reported separately as the join cost).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from commlab._checks import check_choice, check_int, check_positive, check_seed
+from commlab.compress.base import Compressor
+from commlab.compress.payload import Payload
+from commlab.compress.quantize import LogByte
+from commlab.distributed.comm import Communicator
+from commlab.distributed.hashing import state_hash
+from commlab.distributed.membership import Membership
+from commlab.lab.seeding import SeedTree
+
+NORMALIZE = ("sqrt", "mean")
+
+
+def perturbation(seed: int, step: int, machine: int, sample: int, d: int,
+                 dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """z_{step,machine,sample} ~ N(0, I_d), shape ``[d]``: the same bits in every process for the same keys."""
+    generator = SeedTree(seed).torch("spsa", step, machine, sample)
+    return torch.randn(d, generator=generator, dtype=dtype)
+
+
+def update_coefficients(p_hat: torch.Tensor, lr: float, normalize: str) -> list[float]:
+    """c_j = lr·p̂_j/√n or lr·p̂_j/n for the round's decoded scalars ``p_hat`` ``[K, S]``, in canonical order."""
+    n = p_hat.numel()
+    scale = lr / math.sqrt(n) if normalize == "sqrt" else lr / n
+    return [scale * float(p) for p in p_hat.reshape(-1).tolist()]
+
+
+def apply_round(theta: torch.Tensor, step: int, machines, p_hat: torch.Tensor, *, seed: int, lr: float,
+                normalize: str = "sqrt", cache: dict | None = None) -> None:
+    """Apply one round's scalars in place: θ ← θ − c_j z_j for j in canonical order.
+
+    Args:
+        theta: ``[d]`` or ``[R, d]`` parameters; every row gets the same update.
+        step: the round t.
+        machines: the round's active machine ids, ascending (row i of ``p_hat`` is machine ``machines[i]``).
+        p_hat: ``[K, S]`` decoded scalars.
+        seed, lr, normalize: as in :class:`SharedSeedSPSA`.
+        cache: optional ``{(machine, sample): z}`` of perturbations already generated this round.
+    """
+    S = p_hat.shape[1]
+    d = theta.shape[-1]
+    coefficients = iter(update_coefficients(p_hat, lr, normalize))
+    for machine in machines:
+        for sample in range(S):
+            z = cache.get((machine, sample)) if cache else None
+            if z is None:
+                z = perturbation(seed, step, machine, sample, d, theta.dtype)
+            theta.sub_(z * next(coefficients))  # two exactly rounded operations: no fused multiply-add
+
+
+def replay(theta0: torch.Tensor, log, *, seed: int, lr: float, normalize: str = "sqrt") -> torch.Tensor:
+    """θ after the rounds of ``log`` (entries with ``.step``, ``.active``, ``.p_hat``, as in
+    :attr:`SharedSeedSPSA.log`), rebuilt from θ_0 ``[d]`` and the scalars alone (joins change nothing:
+    a joiner copies the same θ)."""
+    theta = theta0.detach().clone()
+    for entry in log:
+        apply_round(theta, entry.step, entry.active, entry.p_hat, seed=seed, lr=lr, normalize=normalize)
+    return theta
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """The scalars of one round: what a machine needs to replay it."""
+
+    step: int
+    active: tuple[int, ...]
+    p_hat: torch.Tensor  # [K, S] float64, rows in `active` order
+
+
+@dataclass(frozen=True)
+class SPSARound:
+    """What happened in one round.
+
+    Attributes:
+        step: the round t.
+        active: machines that took part, ascending.
+        joined: machines that copied θ before this round.
+        p: ``[L, S]`` float64 projected gradients computed by the local machines (NaN for inactive ones).
+        p_hat: ``[K, S]`` float64 decoded scalars every machine applied, rows in ``active`` order.
+        bytes_sent: ``[L]`` bytes each local machine sent for its scalars this round.
+        join_bytes: ``[L]`` bytes each local machine sent to hand θ to joiners this round.
+    """
+
+    step: int
+    active: tuple[int, ...]
+    joined: tuple[int, ...]
+    p: torch.Tensor
+    p_hat: torch.Tensor
+    bytes_sent: torch.Tensor
+    join_bytes: torch.Tensor
+
+
+LossFn = Callable[[torch.Tensor, int, int], torch.Tensor]
+
+
+class SharedSeedSPSA:
+    """Seeded SPSA with shared randomness over a communicator (one byte per projected gradient).
+
+    Args:
+        comm: the communicator; machine m is its worker m.
+        theta: ``[d]`` initial parameters (floating, finite), the same on every machine.
+        loss: ``loss(params, machine, step) -> [S, 2]``: ``params`` is ``[S, 2, d]`` with
+            ``params[s, 0] = θ + εz_s`` and ``params[s, 1] = θ − εz_s``; both rows of sample s are
+            evaluated on the same minibatch, which the function draws from ``machine``'s own data for
+            ``(step, s)`` (seeded, so a restored run draws the same batches).
+        lr: learning rate, > 0.
+        eps: perturbation size ε, > 0.
+        samples: S, scalars per machine per round, >= 1.
+        scalars: the :class:`~commlab.compress.Compressor` the scalars cross the wire with; they enter it
+            as float32 and every machine applies the float32 values it decodes. Default
+            :class:`~commlab.compress.LogByte` (8 bits each); ``Identity()`` sends fp32 (32 bits each).
+            Must give a fixed-size payload.
+        seed: the shared seed of the perturbations (non-negative integer).
+        membership: the churn schedule; default every worker of ``comm`` in every round.
+        normalize: ``"sqrt"`` (lr/√n per scalar) or ``"mean"`` (lr/n).
+
+    Attributes:
+        theta: ``[L, d]`` the local machines' replicas (row l is worker ``comm.ranks[l]``).
+        step_count: rounds done.
+        log: one :class:`LogEntry` per round done (for :func:`replay`).
+    """
+
+    def __init__(self, comm: Communicator, theta: torch.Tensor, loss: LossFn, *, lr: float = 0.1,
+                 eps: float = 1e-3, samples: int = 8, scalars: Compressor | None = None, seed: int = 0,
+                 membership: Membership | None = None, normalize: str = "sqrt"):
+        if not isinstance(comm, Communicator):
+            raise TypeError(f"comm must be a commlab Communicator, got {type(comm).__name__}")
+        if not isinstance(theta, torch.Tensor) or not theta.is_floating_point() or theta.dim() != 1:
+            raise ValueError(f"theta must be a 1-D floating tensor [d], got {_describe(theta)}")
+        if theta.numel() == 0 or not torch.isfinite(theta).all():
+            raise ValueError("theta must be non-empty and finite")
+        if not callable(loss):
+            raise TypeError(f"loss must be callable as loss(params [S, 2, d], machine, step), "
+                            f"got {type(loss).__name__}")
+        scalars = LogByte() if scalars is None else scalars
+        if not isinstance(scalars, Compressor):
+            raise TypeError(f"scalars must be a commlab Compressor, got {type(scalars).__name__}")
+        membership = Membership.static(comm.world_size) if membership is None else membership
+        if not isinstance(membership, Membership):
+            raise TypeError(f"membership must be a Membership or None, got {type(membership).__name__}")
+        if max(membership.machines()) >= comm.world_size:
+            raise ValueError(f"membership names machine {max(membership.machines())} but the communicator has "
+                             f"only workers 0..{comm.world_size - 1}")
+        self.comm, self.loss = comm, loss
+        self.lr = check_positive("lr", lr)
+        self.eps = check_positive("eps", eps)
+        self.samples = check_int("samples", samples, low=1)
+        self.seed = check_seed(seed)
+        self.normalize = check_choice("normalize", normalize, NORMALIZE)
+        self.scalars, self.membership = scalars, membership
+        self.theta = theta.detach().clone().expand(comm.local_workers, -1).contiguous()
+        self.step_count = 0
+        self.log: list[LogEntry] = []
+        self._machines = comm.ranks.tolist()
+        template = scalars.compress(torch.zeros(self.samples), self._scalar_generator(0, 0))
+        self._header, self._nbytes = template.header, len(template.to_bytes())
+
+    @property
+    def d(self) -> int:
+        return self.theta.shape[1]
+
+    def step(self) -> SPSARound:
+        """One round: joins, local projected gradients, the scalar exchange, the update."""
+        t, comm, S = self.step_count, self.comm, self.samples
+        active = self.membership.active(t)
+        joined = self.membership.joining(t)
+        join_bytes = self._metered(lambda: self._hand_over(t, joined) if joined else None)
+        rows = [row for row, m in enumerate(self._machines) if m in active]
+        p = torch.full((comm.local_workers, S), math.nan, dtype=torch.float64)
+        cache = {}
+        for row in rows:
+            p[row] = self._projected_gradients(row, t, cache)
+        decoded = []
+        sent = self._metered(lambda: decoded.extend(self._exchange(t, m, p) for m in active))
+        p_hat = torch.stack(decoded)
+        if rows:
+            target = self.theta if len(rows) == comm.local_workers else self.theta[rows]
+            apply_round(target, t, active, p_hat, seed=self.seed, lr=self.lr, normalize=self.normalize, cache=cache)
+            if target is not self.theta:
+                self.theta[rows] = target
+        self.log.append(LogEntry(t, active, p_hat))
+        self.step_count += 1
+        return SPSARound(t, active, joined, p, p_hat, sent, join_bytes)
+
+    def run(self, rounds: int, callback: Callable[[SPSARound], None] | None = None) -> list[SPSARound]:
+        """``rounds`` calls of :meth:`step`; ``callback(record)`` after each."""
+        records = []
+        for _ in range(check_int("rounds", rounds, low=0)):
+            records.append(self.step())
+            if callback is not None:
+                callback(records[-1])
+        return records
+
+    def hashes(self) -> dict[int, str]:
+        """:func:`state_hash` of the replica of each local machine active in the last round done (or round 0)."""
+        active = self.membership.active(max(self.step_count - 1, 0))
+        return {m: state_hash(self.theta[row]) for row, m in enumerate(self._machines) if m in active}
+
+    def max_gap(self) -> float:
+        """max |θ_a − θ_b| over the local replicas of the machines active in the last round done."""
+        active = self.membership.active(max(self.step_count - 1, 0))
+        rows = [row for row, m in enumerate(self._machines) if m in active]
+        if not rows:
+            return 0.0
+        replicas = self.theta[rows]
+        return float((replicas - replicas[0]).abs().max())
+
+    def state_dict(self) -> dict:
+        """Everything a restored run needs to continue bit for bit (copies)."""
+        return {"step": self.step_count, "theta": self.theta.clone(),
+                "log": [(e.step, e.active, e.p_hat.clone()) for e in self.log]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output (same communicator layout and settings)."""
+        theta = state["theta"]
+        if not isinstance(theta, torch.Tensor) or theta.shape != self.theta.shape or theta.dtype != self.theta.dtype:
+            raise ValueError(f"state theta must be a {self.theta.dtype} tensor of shape {tuple(self.theta.shape)}, "
+                             f"got {_describe(theta)}")
+        self.step_count = check_int("step", state["step"], low=0)
+        self.theta = theta.clone()
+        self.log = [LogEntry(step, tuple(active), p_hat.clone()) for step, active, p_hat in state["log"]]
+
+    # -- the pieces of a round -------------------------------------------------------------------
+
+    def _projected_gradients(self, row: int, t: int, cache: dict) -> torch.Tensor:
+        """p_{t,m,s} for s < S on local row ``row`` (machine m); fills ``cache`` with the z's."""
+        m, S = self._machines[row], self.samples
+        Z = torch.stack([perturbation(self.seed, t, m, s, self.d, self.theta.dtype) for s in range(S)])
+        cache.update({(m, s): Z[s] for s in range(S)})
+        step = Z * self.eps
+        params = torch.stack([self.theta[row] + step, self.theta[row] - step], dim=1)
+        losses = self.loss(params, m, t)
+        if not isinstance(losses, torch.Tensor) or tuple(losses.shape) != (S, 2):
+            raise ValueError(f"loss must return a tensor of shape [{S}, 2] (samples, +/-), got {_describe(losses)} "
+                             f"for machine {m} at round {t}")
+        if not torch.isfinite(losses).all():
+            raise ValueError(f"loss returned NaN or Inf for machine {m} at round {t}")
+        losses = losses.detach().to(torch.float64)
+        return (losses[:, 0] - losses[:, 1]) / (2 * self.eps)
+
+    def _exchange(self, t: int, machine: int, p: torch.Tensor) -> torch.Tensor:
+        """Broadcast ``machine``'s packed scalars from it to all; every machine decodes the same bytes."""
+        wire = torch.zeros(self.comm.local_workers, self._nbytes, dtype=torch.uint8)
+        if machine in self._machines:
+            row = self._machines.index(machine)
+            payload = self.scalars.compress(p[row].to(torch.float32), self._scalar_generator(t, machine))
+            blob = payload.to_bytes()
+            if len(blob) != self._nbytes:
+                raise ValueError(f"{self.scalars!r} gave {len(blob)} bytes instead of {self._nbytes}: "
+                                 "the scalars compressor must have a fixed-size payload")
+            wire[row] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+        received = self.comm.broadcast(wire.to(self.comm.device), src=machine).wait()[0].cpu()
+        payload = Payload.from_bytes(bytes(received.numpy()), self._header)
+        return self.scalars.decompress(payload).to(torch.float64)
+
+    def _hand_over(self, t: int, joined: tuple[int, ...]) -> None:
+        """Joiners copy θ from the round's source peer (one broadcast of the full parameters)."""
+        source = self.membership.source(t)
+        theta = self.comm.broadcast(self.theta.to(self.comm.device), src=source).wait().cpu()
+        for row, m in enumerate(self._machines):
+            if m in joined:
+                self.theta[row] = theta[row]
+
+    def _metered(self, action) -> torch.Tensor:
+        before = self.comm.meter.bytes_sent.clone()
+        action()
+        return self.comm.meter.bytes_sent - before
+
+    def _scalar_generator(self, t: int, machine: int) -> torch.Generator | None:
+        return SeedTree(self.seed).torch("scalars", t, machine) if self.scalars.random else None
+
+    def __repr__(self) -> str:
+        return (f"SharedSeedSPSA(d={self.d}, lr={self.lr}, eps={self.eps}, samples={self.samples}, "
+                f"scalars={self.scalars!r}, seed={self.seed}, membership={self.membership!r}, "
+                f"normalize={self.normalize!r})")
+
+
+def _describe(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"{x.dtype} tensor of shape {tuple(x.shape)}"
+    return type(x).__name__
