@@ -19,7 +19,16 @@ Collectives (x has shape ``[L, ...]``):
 * ``exchange(x, pairs)``: disjoint pairs (i, j) swap rows; workers in no pair keep theirs.
 
 Each returns a :class:`Work` whose ``wait()`` gives the result and whose ``finish_time`` is the
-communicator's clock (s) when it completed. SimComm is deterministic: a sum reduces the stacked
+communicator's clock (s) when it completed. :meth:`Communicator.start` launches a collective in the
+background of the simulated clock instead (communication overlapped with computation)::
+
+    work = comm.start("all_reduce", x, op="mean")   # the clock does not move
+    comm.advance(tau * c)                             # τ inner steps of computation meanwhile
+    mean = work.wait()                                # clock = max(now, launch + link time)
+
+The result is computed at once on both backends (DistComm runs the collective synchronously; only
+the simulated clock overlaps); collectives launched while another is in flight queue behind it on the
+link. SimComm is deterministic: a sum reduces the stacked
 ``[N, ...]`` tensor of all workers with one fixed kernel, and ``DistComm(deterministic=True)``
 gathers that same stacked tensor and reduces it the same way, so the two agree bit for bit. A gossip
 ``mix`` adds W_ij·x_j in order j = 0, 1, …, N − 1 on both.
@@ -42,6 +51,7 @@ from commlab._checks import check_choice, check_int, check_nonnegative
 from commlab.distributed.link import Link
 
 REDUCE_OPS = ("sum", "mean")
+ASYNC_OPS = ("all_reduce", "all_gather", "broadcast", "mix", "exchange")
 
 
 class CommunicationError(RuntimeError):
@@ -49,13 +59,22 @@ class CommunicationError(RuntimeError):
 
 
 class Work:
-    """A finished collective: :meth:`wait` returns its result; ``finish_time`` is the clock in seconds."""
+    """A collective: :meth:`wait` returns its result; ``finish_time`` is the clock (s) when it completes.
 
-    def __init__(self, result: torch.Tensor, finish_time: float):
+    A Work from :meth:`Communicator.start` also carries its ``start_time``, and waiting on it moves
+    the communicator's clock on to ``finish_time`` if the clock has not reached it yet.
+    """
+
+    def __init__(self, result: torch.Tensor, finish_time: float, *, start_time: float | None = None,
+                 comm: Communicator | None = None):
         self._result = result
         self.finish_time = finish_time
+        self.start_time = finish_time if start_time is None else start_time
+        self._comm = comm
 
     def wait(self) -> torch.Tensor:
+        if self._comm is not None:
+            self._comm._clock = max(self._comm._clock, self.finish_time)
         return self._result
 
 
@@ -128,6 +147,8 @@ class Communicator:
         self.meter = Meter(self.local_workers)
         self.device = torch.device("cpu")
         self._clock = 0.0
+        self._link_free = 0.0  # when the last collective launched with start() leaves the link
+        self._starting = False
 
     @property
     def clock(self) -> float:
@@ -138,6 +159,18 @@ class Communicator:
         """Move the clock on by ``seconds`` of computation; returns the new time."""
         self._clock += check_nonnegative("seconds", seconds)
         return self._clock
+
+    def start(self, op: str, /, *args, **kwargs) -> Work:
+        """Launch collective ``op`` (``"all_reduce"``, ``"all_gather"``, ``"broadcast"``, ``"mix"``,
+        ``"exchange"``) without moving the clock: it occupies the link from max(now, the end of the
+        previous started collective) for its link time, and :meth:`Work.wait` moves the clock on to
+        its ``finish_time``. Arguments are those of the collective."""
+        check_choice("op", op, ASYNC_OPS)
+        self._starting = True
+        try:
+            return getattr(self, op)(*args, **kwargs)
+        finally:
+            self._starting = False
 
     # -- collectives -----------------------------------------------------------------------------
 
@@ -219,9 +252,15 @@ class Communicator:
     def _done(self, op: str, result: torch.Tensor, per_worker: torch.Tensor, message_bytes: int,
               degree: int = 1) -> Work:
         self.meter.record(op, per_worker)
+        seconds = 0.0
         if self.link is not None:
             kind = "p2p" if op in ("mix", "exchange") else op
-            self._clock += self.link.seconds(kind, message_bytes, self.world_size, degree)
+            seconds = self.link.seconds(kind, message_bytes, self.world_size, degree)
+        if self._starting:
+            begin = max(self._clock, self._link_free)
+            self._link_free = begin + seconds
+            return Work(result, begin + seconds, start_time=begin, comm=self)
+        self._clock = max(self._clock, self._link_free) + seconds  # behind any started collective
         return Work(result, self.clock)
 
     def _check(self, op: str, x: torch.Tensor, floating: bool = False) -> torch.Tensor:

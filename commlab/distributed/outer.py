@@ -1,0 +1,633 @@
+"""Outer optimisers for low-communication training: DiLoCo, Streaming DiLoCo, NoLoCo, CO2, local SGD.
+
+Every method here is a *hook* around the caller's own training loop. The loop owns the model, the
+data and (optionally) the inner optimiser; after every inner step it calls
+:meth:`OuterMethod.after_inner_step`, which synchronises when one is due. Swapping DiLoCo for NoLoCo
+is one line::
+
+    flat = model.flat                                    # [L, d] replica parameters (a leaf tensor)
+    algo = DiLoCo(comm, flat, H=30, inner=lambda p: torch.optim.AdamW([p], lr=1e-3))
+    # algo = NoLoCo(comm, flat, H=30, inner=lambda p: torch.optim.AdamW([p], lr=1e-3))
+    for step in range(steps):
+        loss, grad = model.loss_and_grad(x_batch, y_batch)
+        algo.step(grad)                                  # inner step + after_inner_step()
+    algo.finish()                                        # drain what is still in flight
+    algo.summary()                                       # bytes, peak bytes per sync, syncs, clock
+
+Without ``inner`` the loop runs its own optimiser on ``params`` and calls ``algo.after_inner_step()``.
+``params`` has a leading local-worker axis (``[L, d]``; L = N on :class:`~commlab.distributed.comm.SimComm`,
+L = 1 on :class:`~commlab.distributed.comm.DistComm`), and the methods change it in place. Bytes
+are counted by ``comm.meter``; each collective is also recorded as a :class:`SyncEvent` (step,
+bytes, launch and finish time on the simulated clock). ``step_seconds`` moves the simulated clock on
+by one inner step's computation, so ``comm.clock`` is the simulated wall-clock of the run; overlapped
+collectives use :meth:`Communicator.start <commlab.distributed.comm.Communicator.start>`.
+
+The methods (the symbols are those of briefs/distributed/{streaming_diloco,noloco_gossip,co2_overlap}.md):
+
+* :class:`OuterSGD` — the outer step on the outer gradient Δ (a "pseudo-gradient", global − local), by name:
+  ``"nesterov"`` (PyTorch's form: b ← μb + Δ; θ ← θ − η(Δ + μb)) or ``"heavy_ball"`` (b ← μb + Δ;
+  θ ← θ − ηb; what the NoLoCo repository and CO2 call outer momentum). ``momentum=0`` is plain SGD.
+  Optional elementwise clipping of the buffer, b ← clip(b, −φ, φ) (CO2's outer momentum clipping).
+* :class:`DiLoCo` (Douillard et al. 2023) — every H inner steps: Δ = mean_m(θ_g − θ_m) by one fp32
+  all-reduce, θ_g ← OuterSGD(θ_g, Δ), θ_m ← θ_g. Defaults η = 0.7, μ = 0.9, Nesterov.
+* :class:`LocalSGD` — DiLoCo with heavy-ball outer momentum (η = 1, β = 0.5) every τ steps: the
+  synchronous local-SGD / SlowMo baseline of CO2.
+* :class:`StreamingDiLoCo` (Douillard et al. 2025) — P fragments (layer ℓ in fragment ℓ mod P), each with
+  its own global copy θ_g,p and outer optimiser. Fragment p is sent at inner steps t with
+  t ≡ (p + 1)·H/P (mod H): Δ_m,p = θ_g,p − θ_m,p is quantised per block of ``block`` values (4-bit E3M0
+  by default, one 32-bit scale per block), all-gathered as packed bytes and averaged in fp32 while the
+  workers keep training; τ steps later θ_g,p ← OuterSGD_p(θ_g,p, Δ̄_p) and
+  θ_m,p ← α·θ_m,p + (1 − α)·θ_g,p. Requires H divisible by P, 0 ≤ τ < H/P, α ∈ [0, 1].
+* :class:`NoLoCo` (Kolehmainen et al. 2025) — no all-reduce. Every H steps a permutation that every
+  replica derives from (seed, outer step) splits the N replicas into groups of ``group_size``
+  (consecutive entries; with N not divisible the last group is smaller, e.g. a singleton for odd N
+  with pairs, which then takes a purely local step). Each replica i with outer weights φ_i, momentum
+  δ_i and live weights θ_i, in its group G:
+  δ_i ← α·δ_i + β·mean_G(θ_j − φ_j) + γ·(mean_G φ_j − φ_i);  φ_i ← φ_i + δ_i;  θ_i ← φ_i.
+  The group means travel by one gossip round (``comm.mix`` with the group-averaging matrix: for pairs,
+  one message each way). With β = γ (the default) the update only needs mean_G θ_j, since
+  β(mean θ − mean φ) + γ(mean φ − φ_i) = β(mean θ − φ_i), so only θ (d floats) is sent; otherwise
+  φ and θ − φ (2d floats). Defaults α = 0.5, β = γ = 0.7, pairs.
+* :class:`CO2` (Sun et al. 2024) — rounds of τ inner steps from the anchor x_o; at the end of round t
+  the average ȳ_t is launched in the background and the average of round t − 1 is waited for (one
+  round stale): Δ = (x_o,prev − ȳ_{t−1})/Λ_t; m ← βm + Δ; m ← clip(m, −φ, φ); x_o,prev ← x_o;
+  x_o ← x_o − ηm; every worker restarts from x_o. Λ_t is ``penalty`` (``gap_penalty="constant"``,
+  1.0 in the released code) or, per layer, 1 + λ‖x_o − x_o,prev‖/‖x_o,prev − ȳ_{t−1}‖
+  (``"relative"``, λ = ``penalty``; commlab's own reading of the paper's staleness-gap penalty). On the
+  simulated clock a round costs max(τc, C) instead of LocalSGD's τc + C (c = ``step_seconds``,
+  C = the all-reduce's link time).
+
+Simulated and real workers run the same code: the permutation and quantiser draws come from
+:class:`~commlab.lab.seeding.SeedTree`, and ``DistComm(deterministic=True)`` gives bit-identical runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from commlab._checks import (
+    check_choice,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_probability,
+    check_real_number,
+    check_seed,
+)
+from commlab.compress.base import Compressor
+from commlab.compress.payload import Payload
+from commlab.compress.quantize import Identity, LowPrecision
+from commlab.distributed.comm import Communicator, Work
+from commlab.lab.seeding import SeedTree
+
+FORMS = ("nesterov", "heavy_ball")
+GAP_PENALTIES = ("constant", "relative")
+E3M0 = LowPrecision("e3m0")  # Streaming DiLoCo's default outer-gradient format
+
+InnerFactory = Callable[[torch.Tensor], torch.optim.Optimizer]
+
+
+class OuterSGD:
+    """SGD with momentum on the outer gradient Δ, on flat tensors, with its own state.
+
+    Args:
+        lr: outer learning rate η > 0 (DiLoCo: 0.7).
+        momentum: μ in [0, 1) (DiLoCo: 0.9); 0 gives θ ← θ − ηΔ in both forms.
+        form: ``"nesterov"`` — b ← μb + Δ; θ ← θ − η(Δ + μb) (``torch.optim.SGD(nesterov=True)``);
+            ``"heavy_ball"`` — b ← μb + Δ; θ ← θ − ηb (``torch.optim.SGD`` without Nesterov; the
+            NoLoCo repository calls this "Nesterov").
+        clip: φ > 0 to clip the buffer elementwise after its update, b ← clamp(b, −φ, φ) (CO2); None
+            for no clipping.
+
+    The buffer is created (zeros) on the first :meth:`step`; each instance serves one tensor shape.
+    """
+
+    def __init__(self, lr: float = 0.7, momentum: float = 0.9, form: str = "nesterov", clip: float | None = None):
+        self.lr = check_positive("lr", lr)
+        self.momentum = check_probability("momentum", momentum)
+        if self.momentum == 1.0:
+            raise ValueError("momentum must be in [0, 1), got 1.0")
+        self.form = check_choice("form", form, FORMS)
+        self.clip = None if clip is None else check_positive("clip", clip)
+        self.buffer: torch.Tensor | None = None
+
+    def fresh(self) -> OuterSGD:
+        """A new optimiser with the same settings and no state (one per Streaming DiLoCo fragment)."""
+        return OuterSGD(self.lr, self.momentum, self.form, self.clip)
+
+    @torch.no_grad()
+    def step(self, params: torch.Tensor, outer_grad: torch.Tensor) -> torch.Tensor:
+        """Update ``params`` in place with the outer gradient (same shape) and return it."""
+        if outer_grad.shape != params.shape:
+            raise ValueError(f"outer_grad has shape {tuple(outer_grad.shape)}, params {tuple(params.shape)}")
+        if self.buffer is None:
+            self.buffer = torch.zeros_like(params)
+        elif self.buffer.shape != params.shape:
+            raise ValueError(f"this OuterSGD holds state of shape {tuple(self.buffer.shape)}, "
+                             f"got params of shape {tuple(params.shape)}; use one instance per tensor")
+        self.buffer.mul_(self.momentum).add_(outer_grad)
+        if self.clip is not None:
+            self.buffer.clamp_(-self.clip, self.clip)
+        if self.form == "nesterov":
+            params.sub_(self.lr * (outer_grad + self.momentum * self.buffer))
+        else:
+            params.sub_(self.lr * self.buffer)
+        return params
+
+    def state_dict(self) -> dict:
+        return {"buffer": None if self.buffer is None else self.buffer.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffer = None if state["buffer"] is None else state["buffer"].clone()
+
+    def __repr__(self) -> str:
+        return f"OuterSGD(lr={self.lr}, momentum={self.momentum}, form={self.form!r}, clip={self.clip})"
+
+
+@dataclass
+class SyncEvent:
+    """One collective a method ran.
+
+    Attributes:
+        step: inner steps done when it was launched (0 for the initial broadcast).
+        kind: ``"init"`` (initial broadcast), ``"sync"`` (outer synchronisation) or ``"fragment"``.
+        bytes: the most bytes one local worker sent in it.
+        start: simulated clock (s) at launch; finish: when its result was available.
+        fragment: the fragment index (Streaming DiLoCo), else None.
+    """
+
+    step: int
+    kind: str
+    bytes: float
+    start: float
+    finish: float
+    fragment: int | None = None
+
+
+class OuterMethod:
+    """What every method shares: argument checks, the inner step, the clock and the event log.
+
+    Args:
+        comm: the communicator.
+        params: ``[L, d]`` floating tensor of the local replicas' parameters, changed in place
+            (e.g. ``StackedMLP.flat``).
+        inner: optional factory ``params -> torch.optim.Optimizer`` (e.g.
+            ``lambda p: torch.optim.AdamW([p], lr=1e-3)``); then :meth:`step` runs the inner step.
+            Elementwise optimisers on stacked replicas are exactly L independent optimisers.
+        step_seconds: simulated computation time c of one inner step (s), added to ``comm.clock``.
+        sync_init: broadcast worker 0's parameters to every worker first (metered as an ``"init"``
+            event), so all replicas start from the same point on any backend.
+    """
+
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, inner: InnerFactory | None = None,
+                 step_seconds: float = 0.0, sync_init: bool = True):
+        if not isinstance(comm, Communicator):
+            raise TypeError(f"comm must be a commlab Communicator, got {type(comm).__name__}")
+        if not isinstance(params, torch.Tensor) or not params.is_floating_point():
+            raise TypeError("params must be a floating torch.Tensor of shape [L, d]")
+        if params.dim() != 2 or params.shape[0] != comm.local_workers:
+            raise ValueError(f"params must have shape [L, d] with L = {comm.local_workers} local workers, "
+                             f"got {tuple(params.shape)}")
+        self.comm = comm
+        self.params = params
+        self.d = params.shape[1]
+        self.step_seconds = check_nonnegative("step_seconds", step_seconds)
+        self.steps = 0
+        self.events: list[SyncEvent] = []
+        if sync_init:
+            with torch.no_grad():
+                params.copy_(self._run("init", comm.broadcast, params.detach(), 0).wait())
+        self.inner = None
+        if inner is not None:
+            if not callable(inner):
+                raise TypeError("inner must be a callable params -> torch.optim.Optimizer, or None")
+            self.inner = inner(params)
+
+    # -- the training loop's side ---------------------------------------------------------------
+
+    def step(self, grad: torch.Tensor) -> list[SyncEvent]:
+        """One inner step with the ``inner`` optimiser on ``grad`` ``[L, d]``, then :meth:`after_inner_step`."""
+        if self.inner is None:
+            raise RuntimeError("step() needs an inner optimiser factory (inner=...); without one, run your "
+                               "optimiser and call after_inner_step()")
+        if grad.shape != self.params.shape:
+            raise ValueError(f"grad must have the shape of params {tuple(self.params.shape)}, got {tuple(grad.shape)}")
+        self.params.grad = grad.detach().to(self.params.dtype)
+        self.inner.step()
+        self.params.grad = None
+        return self.after_inner_step()
+
+    def after_inner_step(self) -> list[SyncEvent]:
+        """Call once after every inner step: advances the clock by ``step_seconds`` and synchronises
+        when due. Returns the events launched in this call (empty list when none)."""
+        self.steps += 1
+        self.comm.advance(self.step_seconds)
+        before = len(self.events)
+        with torch.no_grad():
+            self._after(self.steps)
+        return self.events[before:]
+
+    def finish(self) -> None:
+        """Complete what is still in flight (Streaming DiLoCo's fragments, CO2's last average)."""
+
+    @property
+    def outer_params(self) -> torch.Tensor:
+        """The method's outer (global) parameters ``[d]`` (NoLoCo: ``[L, d]``, one per replica)."""
+        raise NotImplementedError
+
+    def summary(self) -> dict:
+        """Plain numbers for a notebook: inner steps, synchronisations (init excluded), mean bytes per
+        local worker in all (init included), peak bytes one worker sent in one synchronisation (init
+        excluded) and the simulated clock (s)."""
+        syncs = [e for e in self.events if e.kind != "init"]
+        return {
+            "steps": self.steps,
+            "syncs": len(syncs),
+            "bytes_per_worker": float(self.comm.meter.bytes_sent.mean()),
+            "peak_bytes_per_sync": max((e.bytes for e in syncs), default=0.0),
+            "clock": self.comm.clock,
+        }
+
+    # -- what the methods define ----------------------------------------------------------------
+
+    def _after(self, t: int) -> None:
+        raise NotImplementedError
+
+    def _run(self, kind: str, collective, *args, overlap: bool = False, fragment: int | None = None,
+             **kwargs) -> Work:
+        """Run a collective (launched in the background if ``overlap``) and log it as a SyncEvent."""
+        sent = self.comm.meter.bytes_sent.clone()
+        start = self.comm.clock
+        if overlap:
+            work = self.comm.start(collective.__name__, *args, **kwargs)
+        else:
+            work = collective(*args, **kwargs)
+        per_worker = self.comm.meter.bytes_sent - sent
+        self.events.append(SyncEvent(self.steps, kind, float(per_worker.max()), work.start_time if overlap else start,
+                                     work.finish_time, fragment))
+        return work
+
+
+class DiLoCo(OuterMethod):
+    """DiLoCo: H inner steps, then one all-reduce of the outer gradient and an outer step.
+
+    Every H inner steps: Δ = (1/N) Σ_m (θ_g − θ_m) (fp32 all-reduce of d floats per worker),
+    θ_g ← outer.step(θ_g, Δ), and every replica restarts from θ_g (the inner optimiser keeps its state).
+
+    Args:
+        comm, params, inner, step_seconds, sync_init: see :class:`OuterMethod`.
+        H: inner steps per outer step (>= 1).
+        outer: the :class:`OuterSGD` (default η = 0.7, μ = 0.9, Nesterov); used as given (its state
+            is the outer momentum).
+    """
+
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, H: int, outer: OuterSGD | None = None,
+                 inner: InnerFactory | None = None, step_seconds: float = 0.0, sync_init: bool = True):
+        self.H = check_int("H", H, low=1)
+        if outer is not None and not isinstance(outer, OuterSGD):
+            raise TypeError(f"outer must be an OuterSGD, got {type(outer).__name__}")
+        self.outer = outer if outer is not None else OuterSGD()
+        super().__init__(comm, params, inner=inner, step_seconds=step_seconds, sync_init=sync_init)
+        self.global_params = params[0].detach().clone()
+
+    @property
+    def outer_params(self) -> torch.Tensor:
+        return self.global_params
+
+    def _after(self, t):
+        if t % self.H:
+            return
+        delta = self.global_params - self.params
+        mean = self._run("sync", self.comm.all_reduce, delta, op="mean").wait()[0]
+        self.outer.step(self.global_params, mean)
+        self.params.copy_(self.global_params.expand_as(self.params))
+
+
+class LocalSGD(DiLoCo):
+    """Synchronous local SGD with outer momentum (SlowMo; CO2's baseline): DiLoCo every τ steps with
+    heavy-ball outer SGD, m ← βm + Δ; x ← x − ηm. Defaults from the CO2 release: τ = 3, η = 1, β = 0.5.
+    On the simulated clock a round costs τc + C."""
+
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, tau: int = 3, lr: float = 1.0, beta: float = 0.5,
+                 inner: InnerFactory | None = None, step_seconds: float = 0.0, sync_init: bool = True):
+        self.tau = check_int("tau", tau, low=1)
+        super().__init__(comm, params, H=self.tau, outer=OuterSGD(lr, beta, "heavy_ball"), inner=inner,
+                         step_seconds=step_seconds, sync_init=sync_init)
+
+
+def layer_slices(layers, d: int) -> list[slice]:
+    """Check that ``layers`` (slices or ``(start, stop)`` pairs) tile ``[0, d)`` exactly once; returns slices
+    in the given order. None gives one layer ``[0, d)``."""
+    if layers is None:
+        return [slice(0, d)]
+    out = []
+    for layer in layers:
+        if isinstance(layer, slice):
+            if layer.step not in (None, 1):
+                raise ValueError(f"layers: slices must have step 1, got {layer!r}")
+            start, stop = layer.start or 0, layer.stop
+        else:
+            start, stop = layer
+        start, stop = check_int("layer start", start, low=0), check_int("layer stop", stop, low=0)
+        if stop <= start:
+            raise ValueError(f"layers: each layer must be non-empty, got [{start}, {stop})")
+        out.append(slice(start, stop))
+    covered = sorted((s.start, s.stop) for s in out)
+    at = 0
+    for start, stop in covered:
+        if start != at:
+            raise ValueError(f"layers must tile [0, {d}) exactly once: "
+                             f"{'gap' if start > at else 'overlap'} at {min(start, at)}")
+        at = stop
+    if at != d:
+        raise ValueError(f"layers must tile [0, {d}) exactly once: they end at {at}")
+    return out
+
+
+def fragment_indices(layers, fragments: int, d: int) -> list[torch.Tensor]:
+    """Strided fragments: layer ℓ (in the given order) belongs to fragment ℓ mod P.
+
+    Args:
+        layers: slices or ``(start, stop)`` pairs tiling ``[0, d)`` (e.g. one per weight and bias of
+            each layer), or None for P contiguous chunks of near-equal size.
+        fragments: P >= 1, at most the number of layers.
+        d: parameters per replica.
+
+    Returns:
+        P int64 index tensors (ascending) that together contain every index in ``[0, d)`` exactly once.
+    """
+    fragments = check_int("fragments", fragments, low=1)
+    if layers is None:
+        if fragments > d:
+            raise ValueError(f"fragments must be <= d = {d}, got {fragments}")
+        bounds = [round(i * d / fragments) for i in range(fragments + 1)]
+        layers = list(zip(bounds[:-1], bounds[1:], strict=True))
+    slices = layer_slices(layers, d)
+    if fragments > len(slices):
+        raise ValueError(f"fragments must be <= the number of layers ({len(slices)}), got {fragments}")
+    return [torch.cat([torch.arange(s.start, s.stop) for s in slices[p::fragments]]).sort().values
+            for p in range(fragments)]
+
+
+class StreamingDiLoCo(OuterMethod):
+    """Streaming DiLoCo: fragments synchronised in turn, overlapped with τ inner steps, quantised.
+
+    Args:
+        comm, params, inner, step_seconds, sync_init: see :class:`OuterMethod`.
+        H: inner steps between two synchronisations of the same fragment; divisible by P.
+        fragments: P >= 1; fragment p is sent after inner steps t ≡ (p + 1)·H/P (mod H).
+        layers: parameter slices for the strided assignment (see :func:`fragment_indices`).
+        tau: overlap τ in [0, H/P): the averaged fragment is applied τ inner steps after it was sent.
+        alpha: mixing α in [0, 1]: θ_m,p ← α·θ_m,p + (1 − α)·θ_g,p (0: overwrite with the global copy).
+        compressor: how outer gradients cross the wire: any commlab compressor, applied per block of
+            ``block`` values (each block a row, so E3M0 has one 32-bit scale per block; the last block
+            is zero-padded), packed to bytes and all-gathered, then decoded and averaged in fp32 (or
+            float64 parameters' dtype). None or Identity: an fp32 all-reduce of the raw values.
+        block: values per quantisation block (>= 1).
+        outer: template :class:`OuterSGD` (default η = 0.7, μ = 0.9, Nesterov); every fragment gets a
+            fresh copy with its own state.
+        seed: root of the quantiser's random draws (only used by random compressors).
+    """
+
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, H: int, fragments: int = 2, layers=None,
+                 tau: int = 1, alpha: float = 0.5, compressor: Compressor | None = E3M0, block: int = 128,
+                 outer: OuterSGD | None = None, seed: int = 0, inner: InnerFactory | None = None,
+                 step_seconds: float = 0.0, sync_init: bool = True):
+        self.H = check_int("H", H, low=1)
+        self.fragments = check_int("fragments", fragments, low=1)
+        if self.H % self.fragments:
+            raise ValueError(f"H = {self.H} must be divisible by the number of fragments P = {self.fragments}")
+        self.period = self.H // self.fragments
+        self.tau = check_int("tau", tau, low=0)
+        if self.tau >= self.period:
+            raise ValueError(f"tau must be in [0, H/P) = [0, {self.period}), got {self.tau}")
+        self.alpha = check_probability("alpha", alpha)
+        if compressor is not None and not isinstance(compressor, Compressor):
+            raise TypeError(f"compressor must be a commlab Compressor or None, got {type(compressor).__name__}")
+        self.compressor = None if isinstance(compressor, Identity) else compressor
+        self.block = check_int("block", block, low=1)
+        if outer is not None and not isinstance(outer, OuterSGD):
+            raise TypeError(f"outer must be an OuterSGD, got {type(outer).__name__}")
+        self.seeds = SeedTree(check_seed(seed))
+        super().__init__(comm, params, inner=inner, step_seconds=step_seconds, sync_init=sync_init)
+        self.indices = fragment_indices(layers, self.fragments, self.d)
+        template = outer if outer is not None else OuterSGD()
+        self.outers = [template.fresh() for _ in range(self.fragments)]
+        self.global_fragments = [params[0, idx].detach().clone() for idx in self.indices]
+        self._pending: dict[int, tuple[int, Callable[[], torch.Tensor]]] = {}  # receive step -> (p, mean)
+
+    def fragment_due(self, t: int) -> int | None:
+        """The fragment sent after inner step ``t`` (1-based), or None."""
+        return (t // self.period - 1) % self.fragments if t % self.period == 0 else None
+
+    @property
+    def outer_params(self) -> torch.Tensor:
+        out = torch.empty(self.d, dtype=self.params.dtype)
+        for idx, theta in zip(self.indices, self.global_fragments, strict=True):
+            out[idx] = theta
+        return out
+
+    def finish(self):
+        with torch.no_grad():
+            for due in sorted(self._pending):
+                self._receive(*self._pending.pop(due))
+
+    def _after(self, t):
+        p = self.fragment_due(t)
+        if p is not None:
+            delta = self.global_fragments[p] - self.params[:, self.indices[p]]
+            self._pending[t + self.tau] = (p, self._average(delta, p, t))
+        if t in self._pending:
+            self._receive(*self._pending.pop(t))
+
+    def _receive(self, p: int, mean: Callable[[], torch.Tensor]) -> None:
+        theta = self.outers[p].step(self.global_fragments[p], mean())
+        idx = self.indices[p]
+        self.params[:, idx] = self.alpha * self.params[:, idx] + (1 - self.alpha) * theta
+
+    def _average(self, delta: torch.Tensor, p: int, t: int) -> Callable[[], torch.Tensor]:
+        """Launch the exchange of the local outer gradients ``[L, d_p]``; returns a function that waits
+        for it and gives their mean over all N workers ``[d_p]``."""
+        if self.compressor is None:
+            work = self._run("fragment", self.comm.all_reduce, delta, op="mean", overlap=True, fragment=p)
+            return lambda: work.wait()[0]
+        payloads = [self.compressor.compress(self._blocks(row), self._generator(t, int(rank)))
+                    for row, rank in zip(delta, self.comm.ranks, strict=True)]
+        header = payloads[0].header
+        packed = torch.stack([torch.frombuffer(bytearray(pl.to_bytes()), dtype=torch.uint8) for pl in payloads])
+        work = self._run("fragment", self.comm.all_gather, packed.to(self.comm.device), overlap=True, fragment=p)
+        n = delta.shape[1]
+        acc = torch.float64 if delta.dtype == torch.float64 else torch.float32
+
+        def mean() -> torch.Tensor:
+            rows = [self.compressor.decompress(Payload.from_bytes(bytes(row.cpu().numpy()), header))
+                    for row in work.wait()]
+            return torch.stack([r.reshape(-1)[:n].to(acc) for r in rows]).mean(dim=0).to(delta.dtype)
+
+        return mean
+
+    def _blocks(self, row: torch.Tensor) -> torch.Tensor:
+        """One worker's ``[d_p]`` outer gradient as ``[ceil(d_p / block), block]`` rows (zero-padded)."""
+        pad = (-row.numel()) % self.block
+        return torch.cat([row, row.new_zeros(pad)]).reshape(-1, self.block)
+
+    def _generator(self, t: int, rank: int) -> torch.Generator | None:
+        """The quantiser's draw for worker ``rank`` at step ``t`` (one draw for all with shared draws)."""
+        if not self.compressor.random:
+            return None
+        return self.seeds.torch("outer-quantiser", t, 0 if self.compressor.shared_draws else rank)
+
+
+def group_matrix(groups: Sequence[Sequence[int]], n: int) -> torch.Tensor:
+    """``[n, n]`` float64 averaging matrix: W_ij = 1/|G| for i, j in the same group G."""
+    W = torch.zeros(n, n, dtype=torch.float64)
+    for group in groups:
+        idx = torch.tensor(list(group))
+        W[idx.unsqueeze(1), idx.unsqueeze(0)] = 1.0 / len(group)
+    return W
+
+
+class NoLoCo(OuterMethod):
+    """NoLoCo: no all-reduce; partial averaging inside a modified Nesterov step with a random peer group.
+
+    Args:
+        comm, params, inner, step_seconds, sync_init: see :class:`OuterMethod`.
+        H: inner steps per outer step (>= 1; the configs use 50).
+        alpha: momentum weight α in [0, 1) (0.5).
+        beta: weight β >= 0 of the group's mean local progress mean(θ − φ) (0.7).
+        gamma: weight γ >= 0 of the pull toward the group's mean outer weights (0.7; 0 = no pull).
+        group_size: replicas per group (>= 2; 2 = pairs).
+        seed: root of the permutations; the permutation of outer step k depends only on (seed, k),
+            so every replica derives the same grouping without coordination.
+
+    State: ``phi`` ``[L, d]`` outer weights and ``delta`` ``[L, d]`` momentum of the local replicas.
+    """
+
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, H: int, alpha: float = 0.5, beta: float = 0.7,
+                 gamma: float = 0.7, group_size: int = 2, seed: int = 0, inner: InnerFactory | None = None,
+                 step_seconds: float = 0.0, sync_init: bool = True):
+        self.H = check_int("H", H, low=1)
+        self.alpha = check_probability("alpha", alpha)
+        if self.alpha == 1.0:
+            raise ValueError("alpha must be in [0, 1), got 1.0")
+        self.beta = check_nonnegative("beta", beta)
+        self.gamma = check_nonnegative("gamma", gamma)
+        self.group_size = check_int("group_size", group_size, low=2)
+        self.seeds = SeedTree(check_seed(seed))
+        super().__init__(comm, params, inner=inner, step_seconds=step_seconds, sync_init=sync_init)
+        self.phi = params.detach().clone()
+        self.delta = torch.zeros_like(self.phi)
+
+    @property
+    def outer_params(self) -> torch.Tensor:
+        return self.phi
+
+    def groups(self, k: int) -> list[list[int]]:
+        """The groups of outer step ``k`` (0-based): consecutive chunks of a permutation of the N
+        replicas given by argsort of BLAKE2b-derived keys of (seed, k, i), stable across versions."""
+        n = self.comm.world_size
+        keys = torch.tensor([self.seeds.seed_for("noloco-permutation", k, i) for i in range(n)])
+        perm = torch.argsort(keys).tolist()
+        return [perm[i:i + self.group_size] for i in range(0, n, self.group_size)]
+
+    def _after(self, t):
+        if t % self.H:
+            return
+        W = group_matrix(self.groups(t // self.H - 1), self.comm.world_size)
+        theta, phi = self.params, self.phi
+        if self.beta == self.gamma:
+            mean_theta = self._run("sync", self.comm.mix, theta.detach(), W).wait()
+            pull = self.beta * (mean_theta - phi)
+        else:
+            mixed = self._run("sync", self.comm.mix, torch.cat([phi, theta.detach() - phi], dim=1), W).wait()
+            mean_phi, mean_progress = mixed[:, : self.d], mixed[:, self.d :]
+            pull = self.beta * mean_progress + self.gamma * (mean_phi - phi)
+        self.delta.mul_(self.alpha).add_(pull)
+        phi.add_(self.delta)
+        theta.copy_(phi)
+
+
+class CO2(OuterMethod):
+    """CO2: local updates with a one-round-stale averaged outer step overlapped with the next round.
+
+    Args:
+        comm, params, inner, step_seconds, sync_init: see :class:`OuterMethod`.
+        tau: inner steps per round τ (>= 1; 3 in the release).
+        lr: outer learning rate η (1.0); beta: outer momentum β in [0, 1) (0.5).
+        gap_penalty: ``"constant"`` (Λ = ``penalty``) or ``"relative"`` (per layer,
+            Λ = 1 + ``penalty``·‖x_o − x_o,prev‖/‖x_o,prev − ȳ‖).
+        penalty: Λ >= 1 for ``"constant"`` (1.0), λ >= 0 for ``"relative"``.
+        clip: φ > 0 to clip the outer momentum elementwise, or None (the release's default; its clip is
+            a no-op by a bug, this one is not).
+        layers: parameter slices for the relative penalty (default: the whole vector is one layer).
+
+    The first round's average is applied at the end of the second round; :meth:`finish` waits for the
+    last one and applies it.
+    """
+
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, tau: int = 3, lr: float = 1.0, beta: float = 0.5,
+                 gap_penalty: str = "constant", penalty: float = 1.0, clip: float | None = None, layers=None,
+                 inner: InnerFactory | None = None, step_seconds: float = 0.0, sync_init: bool = True):
+        self.tau = check_int("tau", tau, low=1)
+        self.gap_penalty = check_choice("gap_penalty", gap_penalty, GAP_PENALTIES)
+        if gap_penalty == "constant":
+            self.penalty = check_real_number("penalty", penalty, low=1.0)
+        else:
+            self.penalty = check_nonnegative("penalty", penalty)
+        self.outer = OuterSGD(lr, beta, "heavy_ball", clip=clip)
+        super().__init__(comm, params, inner=inner, step_seconds=step_seconds, sync_init=sync_init)
+        self.layers = layer_slices(layers, self.d)
+        self.anchor = params[0].detach().clone()
+        self.anchor_prev = self.anchor.clone()
+        self._pending: Work | None = None
+
+    @property
+    def outer_params(self) -> torch.Tensor:
+        return self.anchor
+
+    def finish(self):
+        if self._pending is not None:
+            with torch.no_grad():
+                self._outer_step(self._pending.wait()[0])
+                self.params.copy_(self.anchor.expand_as(self.params))
+            self._pending = None
+
+    def _after(self, t):
+        if t % self.tau:
+            return
+        work = self._run("sync", self.comm.all_reduce, self.params.detach(), op="mean", overlap=True)
+        if self._pending is not None:
+            self._outer_step(self._pending.wait()[0])
+        self._pending = work
+        self.params.copy_(self.anchor.expand_as(self.params))
+
+    def _outer_step(self, average: torch.Tensor) -> None:
+        raw = self.anchor_prev - average  # relative to the anchor the averaged round started from
+        delta = raw / self._penalty(raw)
+        self.anchor_prev.copy_(self.anchor)
+        self.outer.step(self.anchor, delta)
+
+    def _penalty(self, raw: torch.Tensor) -> torch.Tensor | float:
+        if self.gap_penalty == "constant":
+            return self.penalty
+        gap = self.anchor - self.anchor_prev
+        out = torch.ones_like(raw)
+        for s in self.layers:
+            norm = raw[s].norm()
+            if norm > 0:
+                out[s] = 1 + self.penalty * gap[s].norm() / norm
+        return out
+
+
+def consensus_distance(x: torch.Tensor) -> float:
+    """(1/N) Σ_i ‖x_i − x̄‖² of the rows of ``x`` ``[N, d]`` (all replicas, e.g. SimComm's stack)."""
+    if x.dim() != 2:
+        raise ValueError(f"x must have shape [N, d], got {tuple(x.shape)}")
+    return float(((x - x.mean(dim=0)) ** 2).sum(dim=1).mean())
+
+
+__all__ = ["CO2", "DiLoCo", "LocalSGD", "NoLoCo", "OuterMethod", "OuterSGD", "StreamingDiLoCo", "SyncEvent",
+           "consensus_distance", "fragment_indices", "group_matrix", "layer_slices"]
