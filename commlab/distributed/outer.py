@@ -318,26 +318,24 @@ class LocalSGD(DiLoCo):
                          step_seconds=step_seconds, sync_init=sync_init)
 
 
-def layer_slices(layers, d: int) -> list[slice]:
-    """Check that ``layers`` (slices or ``(start, stop)`` pairs) tile ``[0, d)`` exactly once; returns slices
-    in the given order. None gives one layer ``[0, d)``."""
+def layer_pieces(layers, d: int) -> list[list[slice]]:
+    """Check that ``layers`` tile ``[0, d)`` exactly once; returns each layer's pieces as slices, in order.
+
+    A layer is a slice, a ``(start, stop)`` pair, or a sequence of slices (its pieces, e.g. the
+    ``(weight, bias)`` entries of :attr:`StackedMLP.layer_slices <commlab.models.stacked.StackedMLP>`).
+    None gives one layer ``[0, d)``.
+    """
     if layers is None:
-        return [slice(0, d)]
+        return [[slice(0, d)]]
     out = []
     for layer in layers:
-        if isinstance(layer, slice):
-            if layer.step not in (None, 1):
-                raise ValueError(f"layers: slices must have step 1, got {layer!r}")
-            start, stop = layer.start or 0, layer.stop
-        else:
-            start, stop = layer
-        start, stop = check_int("layer start", start, low=0), check_int("layer stop", stop, low=0)
-        if stop <= start:
-            raise ValueError(f"layers: each layer must be non-empty, got [{start}, {stop})")
-        out.append(slice(start, stop))
-    covered = sorted((s.start, s.stop) for s in out)
+        if isinstance(layer, slice) or (len(layer) == 2 and not any(isinstance(v, slice) for v in layer)):
+            layer = [layer]
+        out.append([_piece(piece) for piece in layer])
+    if not out:
+        raise ValueError("layers must not be empty")
     at = 0
-    for start, stop in covered:
+    for start, stop in sorted((s.start, s.stop) for pieces in out for s in pieces):
         if start != at:
             raise ValueError(f"layers must tile [0, {d}) exactly once: "
                              f"{'gap' if start > at else 'overlap'} at {min(start, at)}")
@@ -347,12 +345,26 @@ def layer_slices(layers, d: int) -> list[slice]:
     return out
 
 
+def _piece(piece) -> slice:
+    if isinstance(piece, slice):
+        if piece.step not in (None, 1):
+            raise ValueError(f"layers: slices must have step 1, got {piece!r}")
+        start, stop = piece.start or 0, piece.stop
+    else:
+        start, stop = piece
+    start, stop = check_int("layer start", start, low=0), check_int("layer stop", stop, low=0)
+    if stop <= start:
+        raise ValueError(f"layers: each piece must be non-empty, got [{start}, {stop})")
+    return slice(start, stop)
+
+
 def fragment_indices(layers, fragments: int, d: int) -> list[torch.Tensor]:
     """Strided fragments: layer ℓ (in the given order) belongs to fragment ℓ mod P.
 
     Args:
-        layers: slices or ``(start, stop)`` pairs tiling ``[0, d)`` (e.g. one per weight and bias of
-            each layer), or None for P contiguous chunks of near-equal size.
+        layers: the layers in order, tiling ``[0, d)`` (see :func:`layer_pieces`; e.g.
+            ``StackedMLP.layer_slices``, each layer's weight and bias travelling together), or None for
+            P contiguous chunks of near-equal size.
         fragments: P >= 1, at most the number of layers.
         d: parameters per replica.
 
@@ -365,11 +377,14 @@ def fragment_indices(layers, fragments: int, d: int) -> list[torch.Tensor]:
             raise ValueError(f"fragments must be <= d = {d}, got {fragments}")
         bounds = [round(i * d / fragments) for i in range(fragments + 1)]
         layers = list(zip(bounds[:-1], bounds[1:], strict=True))
-    slices = layer_slices(layers, d)
-    if fragments > len(slices):
-        raise ValueError(f"fragments must be <= the number of layers ({len(slices)}), got {fragments}")
-    return [torch.cat([torch.arange(s.start, s.stop) for s in slices[p::fragments]]).sort().values
-            for p in range(fragments)]
+    pieces = layer_pieces(layers, d)
+    if fragments > len(pieces):
+        raise ValueError(f"fragments must be <= the number of layers ({len(pieces)}), got {fragments}")
+    return [_indices([s for layer in pieces[p::fragments] for s in layer]).sort().values for p in range(fragments)]
+
+
+def _indices(pieces: list[slice]) -> torch.Tensor:
+    return torch.cat([torch.arange(s.start, s.stop) for s in pieces])
 
 
 class StreamingDiLoCo(OuterMethod):
@@ -379,7 +394,7 @@ class StreamingDiLoCo(OuterMethod):
         comm, params, inner, step_seconds, sync_init: see :class:`OuterMethod`.
         H: inner steps between two synchronisations of the same fragment; divisible by P.
         fragments: P >= 1; fragment p is sent after inner steps t ≡ (p + 1)·H/P (mod H).
-        layers: parameter slices for the strided assignment (see :func:`fragment_indices`).
+        layers: the layers for the strided assignment (see :func:`fragment_indices`).
         tau: overlap τ in [0, H/P): the averaged fragment is applied τ inner steps after it was sent.
         alpha: mixing α in [0, 1]: θ_m,p ← α·θ_m,p + (1 − α)·θ_g,p (0: overwrite with the global copy).
         compressor: how outer gradients cross the wire: any commlab compressor, applied per block of
@@ -562,7 +577,7 @@ class CO2(OuterMethod):
         penalty: Λ >= 1 for ``"constant"`` (1.0), λ >= 0 for ``"relative"``.
         clip: φ > 0 to clip the outer momentum elementwise, or None (the release's default; its clip is
             a no-op by a bug, this one is not).
-        layers: parameter slices for the relative penalty (default: the whole vector is one layer).
+        layers: the layers of the relative penalty (see :func:`layer_pieces`; default: one layer).
 
     The first round's average is applied at the end of the second round; :meth:`finish` waits for the
     last one and applies it.
@@ -579,7 +594,7 @@ class CO2(OuterMethod):
             self.penalty = check_nonnegative("penalty", penalty)
         self.outer = OuterSGD(lr, beta, "heavy_ball", clip=clip)
         super().__init__(comm, params, inner=inner, step_seconds=step_seconds, sync_init=sync_init)
-        self.layers = layer_slices(layers, self.d)
+        self.layers = [_indices(layer) for layer in layer_pieces(layers, self.d)]
         self.anchor = params[0].detach().clone()
         self.anchor_prev = self.anchor.clone()
         self._pending: Work | None = None
@@ -615,19 +630,12 @@ class CO2(OuterMethod):
             return self.penalty
         gap = self.anchor - self.anchor_prev
         out = torch.ones_like(raw)
-        for s in self.layers:
-            norm = raw[s].norm()
+        for idx in self.layers:
+            norm = raw[idx].norm()
             if norm > 0:
-                out[s] = 1 + self.penalty * gap[s].norm() / norm
+                out[idx] = 1 + self.penalty * gap[idx].norm() / norm
         return out
 
 
-def consensus_distance(x: torch.Tensor) -> float:
-    """(1/N) Σ_i ‖x_i − x̄‖² of the rows of ``x`` ``[N, d]`` (all replicas, e.g. SimComm's stack)."""
-    if x.dim() != 2:
-        raise ValueError(f"x must have shape [N, d], got {tuple(x.shape)}")
-    return float(((x - x.mean(dim=0)) ** 2).sum(dim=1).mean())
-
-
 __all__ = ["CO2", "DiLoCo", "LocalSGD", "NoLoCo", "OuterMethod", "OuterSGD", "StreamingDiLoCo", "SyncEvent",
-           "consensus_distance", "fragment_indices", "group_matrix", "layer_slices"]
+           "fragment_indices", "group_matrix", "layer_pieces"]

@@ -9,6 +9,7 @@ from outer_workers import least_squares_run, outer_on_rank
 
 from commlab.compress import QSGD, LowPrecision
 from commlab.distributed import Link, SimComm
+from commlab.distributed.gossip import consensus_distance
 from commlab.distributed.launch import run_workers
 from commlab.distributed.outer import (
     CO2,
@@ -17,10 +18,10 @@ from commlab.distributed.outer import (
     NoLoCo,
     OuterSGD,
     StreamingDiLoCo,
-    consensus_distance,
     fragment_indices,
     group_matrix,
 )
+from commlab.models.stacked import StackedMLP
 
 
 def rand(*shape, seed=0, dtype=torch.float64):
@@ -154,6 +155,14 @@ def test_fragments_are_strided_over_layers_and_cover_every_parameter_once():
     for P in (1, 2, 3, 5):
         assert torch.equal(torch.cat(fragment_indices(layers, P, 21)).sort().values, torch.arange(21))
     assert [len(p) for p in fragment_indices(None, 3, 10)] == [3, 4, 3]
+
+
+def test_a_stacked_mlp_layer_travels_with_its_bias():
+    model = StackedMLP((6, 5, 4, 3), replicas=2, generator=torch.Generator().manual_seed(0))
+    first, second = fragment_indices(model.layer_slices, 2, model.d)
+    # layers 0 and 2 (weights and biases) in fragment 0, layer 1 in fragment 1
+    assert second.tolist() == list(range(6 * 5 + 5, 6 * 5 + 5 + 5 * 4 + 4))
+    assert len(first) + len(second) == model.d
 
 
 @pytest.mark.parametrize("P, tau", [(1, 0), (2, 1), (3, 2), (4, 0)])
