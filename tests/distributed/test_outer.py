@@ -479,10 +479,11 @@ def test_the_e3m0_default_is_the_low_precision_compressor():
 
 
 @pytest.mark.timeout(120)
-def test_sim_equals_dist_on_two_gloo_processes():
+def test_sim_equals_dist_on_three_gloo_processes():
+    # three workers: NoLoCo pairs two and leaves one alone, with pairings that change every outer step
     algos = ["diloco", "noloco", "noloco-general", "streaming"]
-    sim = {algo: least_squares_run(SimComm(2), algo, steps=12, seed=1) for algo in algos}
-    results = run_workers(outer_on_rank, 2, args=(algos, 12, 1), timeout=90)
+    sim = {algo: least_squares_run(SimComm(3), algo, steps=12, seed=1) for algo in algos}
+    results = run_workers(outer_on_rank, 3, args=(algos, 12, 1), timeout=90)
     for r in results:
         assert r.status == "ok", f"rank {r.rank} ended {r.status}: {r.error}\n{r.traceback}"
         for algo in algos:
@@ -494,3 +495,5 @@ def test_sim_equals_dist_on_two_gloo_processes():
             assert torch.equal(sent, expected_sent[r.rank : r.rank + 1]) and syncs == expected_syncs, algo
     for algo in algos:
         assert not torch.equal(sim[algo][0][-1], sim[algo][0][0])  # the runs did move
+    final_phi = sim["noloco"][1]
+    assert not torch.equal(final_phi[0], final_phi[1]) and not torch.equal(final_phi[1], final_phi[2])
