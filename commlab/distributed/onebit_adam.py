@@ -14,7 +14,10 @@ momentum can then be all-reduced at 1 bit per coordinate with error compensation
 
 with Adam's bias corrections m̂ = m/(1 − β1^t), v̂ = v/(1 − β2^t'), t' = min(t, T0) once v is frozen
 (weight decay is decoupled, as in AdamW and DeepSpeed). During the warm-up the optimiser is exactly
-Adam (AdamW) on the mean gradient.
+Adam (AdamW) on the mean gradient. A coordinate whose v is exactly 0 in the compressed stage (it had
+no gradient during the warm-up) keeps m = 0: the 1-bit message gives it ±scale, which divided by ε
+would throw it away (DeepSpeed asks the user for such a mask, ``exp_avg_mask``; here it follows
+from v). Coordinates with a tiny but non-zero v are not protected: see the notebook.
 
 :func:`compressed_allreduce_1bit` is DeepSpeed's two-stage compressed all-reduce, written over any
 :class:`~commlab.distributed.comm.Communicator` (N workers, d coordinates padded to N·c, chunk j of
@@ -201,6 +204,7 @@ class OneBitAdam(torch.optim.Optimizer):
             previous = m[0].clone() if not group["freeze_variance"] else None
             local = m.mul(beta1).add_(grads, alpha=1 - beta1)
             m.copy_(compressed_allreduce_1bit(self.comm, local, state["worker_error"], state["server_error"]))
+            m.mul_(v > 0)  # coordinates that never had a gradient would move by ±scale/ε: keep them still
             if previous is not None:
                 implied = (m[0] - beta1 * previous) / (1 - beta1)
                 v.mul_(beta2).addcmul_(implied, implied, value=1 - beta2)

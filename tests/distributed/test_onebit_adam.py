@@ -229,3 +229,16 @@ def test_bad_gradients_and_buffers_are_rejected():
         OneBitAdam([x], comm=None)
     with pytest.raises(ValueError, match="server_error"):
         compressed_allreduce_1bit(SimComm(2), torch.zeros(2, 5), torch.zeros(2, 5), torch.zeros(2, 2))
+
+
+def test_coordinates_without_gradient_in_the_warmup_stay_still():
+    # coordinate 0 never gets a gradient: v = 0 there, and ±scale/ε would throw it far away
+    g = torch.Generator().manual_seed(4)
+    x = torch.zeros(6, requires_grad=True)
+    opt = OneBitAdam([x], SimComm(2), lr=0.01, freeze_step=3)
+    for _ in range(10):
+        grads = torch.randn(2, 6, generator=g)
+        grads[:, 0] = 0
+        opt.step(grads)
+    assert x[0] == 0 and x[1:].abs().min() > 0
+    assert opt.state[x]["exp_avg"][:, 0].abs().max() == 0
