@@ -30,6 +30,8 @@ The methods (the symbols are those of briefs/distributed/{streaming_diloco,noloc
   Optional elementwise clipping of the buffer, b ← clip(b, −φ, φ) (CO2's outer momentum clipping).
 * :class:`DiLoCo` (Douillard et al. 2023) — every H inner steps: Δ = mean_m(θ_g − θ_m) by one fp32
   all-reduce, θ_g ← OuterSGD(θ_g, Δ), θ_m ← θ_g. Defaults η = 0.7, μ = 0.9, Nesterov.
+* :class:`DataParallel` — the every-step baseline in the same form: the gradient is all-reduced (mean)
+  before each inner step.
 * :class:`LocalSGD` — DiLoCo with heavy-ball outer momentum (η = 1, β = 0.5) every τ steps: the
   synchronous local-SGD / SlowMo baseline of CO2.
 * :class:`StreamingDiLoCo` (Douillard et al. 2025) — P fragments (layer ℓ in fragment ℓ mod P), each with
@@ -209,26 +211,36 @@ class OuterMethod:
     # -- the training loop's side ---------------------------------------------------------------
 
     def step(self, grad: torch.Tensor) -> list[SyncEvent]:
-        """One inner step with the ``inner`` optimiser on ``grad`` ``[L, d]``, then :meth:`after_inner_step`."""
+        """One inner step with the ``inner`` optimiser on ``grad`` ``[L, d]``, then what
+        :meth:`after_inner_step` does. Returns the events launched in this call."""
         if self.inner is None:
             raise RuntimeError("step() needs an inner optimiser factory (inner=...); without one, run your "
                                "optimiser and call after_inner_step()")
         if grad.shape != self.params.shape:
             raise ValueError(f"grad must have the shape of params {tuple(self.params.shape)}, got {tuple(grad.shape)}")
-        self.params.grad = grad.detach().to(self.params.dtype)
+        before = len(self.events)
+        self.params.grad = self._gradient(grad.detach().to(self.params.dtype))
         self.inner.step()
         self.params.grad = None
-        return self.after_inner_step()
+        self._advance()
+        return self.events[before:]
 
     def after_inner_step(self) -> list[SyncEvent]:
         """Call once after every inner step: advances the clock by ``step_seconds`` and synchronises
         when due. Returns the events launched in this call (empty list when none)."""
+        before = len(self.events)
+        self._advance()
+        return self.events[before:]
+
+    def _advance(self) -> None:
         self.steps += 1
         self.comm.advance(self.step_seconds)
-        before = len(self.events)
         with torch.no_grad():
             self._after(self.steps)
-        return self.events[before:]
+
+    def _gradient(self, grad: torch.Tensor) -> torch.Tensor:
+        """The gradient the inner optimiser uses (the worker's own, except for data parallelism)."""
+        return grad
 
     def finish(self) -> None:
         """Complete what is still in flight (Streaming DiLoCo's fragments, CO2's last average)."""
@@ -304,6 +316,31 @@ class DiLoCo(OuterMethod):
         mean = self._run("sync", self.comm.all_reduce, delta, op="mean").wait()[0]
         self.outer.step(self.global_params, mean)
         self.params.copy_(self.global_params.expand_as(self.params))
+
+
+class DataParallel(OuterMethod):
+    """The every-step baseline in the same hook form: :meth:`step` all-reduces the gradient (mean, fp32,
+    d floats per worker) before the inner step, so every replica takes the same step. Needs ``inner``;
+    :meth:`after_inner_step` is not available (there is nothing to do after a step)."""
+
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, inner: InnerFactory, step_seconds: float = 0.0,
+                 sync_init: bool = True):
+        if inner is None:
+            raise TypeError("DataParallel needs an inner optimiser factory (inner=...)")
+        super().__init__(comm, params, inner=inner, step_seconds=step_seconds, sync_init=sync_init)
+
+    def after_inner_step(self) -> list[SyncEvent]:
+        raise RuntimeError("DataParallel averages gradients before the inner step: call step(grad)")
+
+    @property
+    def outer_params(self) -> torch.Tensor:
+        return self.params[0].detach()
+
+    def _gradient(self, grad):
+        return self._run("sync", self.comm.all_reduce, grad, op="mean").wait()
+
+    def _after(self, t):
+        pass
 
 
 class LocalSGD(DiLoCo):
@@ -637,5 +674,5 @@ class CO2(OuterMethod):
         return out
 
 
-__all__ = ["CO2", "DiLoCo", "LocalSGD", "NoLoCo", "OuterMethod", "OuterSGD", "StreamingDiLoCo", "SyncEvent",
-           "fragment_indices", "group_matrix", "layer_pieces"]
+__all__ = ["CO2", "DataParallel", "DiLoCo", "LocalSGD", "NoLoCo", "OuterMethod", "OuterSGD", "StreamingDiLoCo",
+           "SyncEvent", "fragment_indices", "group_matrix", "layer_pieces"]

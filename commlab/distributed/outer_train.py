@@ -47,12 +47,12 @@ from commlab._checks import check_choice, check_int, check_positive, check_proba
 from commlab.data import digits, iid
 from commlab.distributed.comm import Communicator, DistComm
 from commlab.distributed.hashing import replica_hashes
-from commlab.distributed.outer import CO2, DiLoCo, LocalSGD, NoLoCo, OuterMethod, StreamingDiLoCo
+from commlab.distributed.outer import CO2, DataParallel, DiLoCo, LocalSGD, NoLoCo, OuterMethod, StreamingDiLoCo
 from commlab.distributed.train import batch_indices
 from commlab.lab.seeding import SeedTree
 from commlab.models.stacked import StackedMLP
 
-ALGOS = ("diloco", "streaming", "noloco", "co2", "localsgd")
+ALGOS = ("dp", "diloco", "streaming", "noloco", "co2", "localsgd")
 
 
 @dataclass
@@ -94,7 +94,7 @@ class OuterConfig:
 def build_parser() -> argparse.ArgumentParser:
     d = OuterConfig()
     p = argparse.ArgumentParser(prog="python -m commlab.distributed.outer_train",
-                                description="Train a stacked MLP on digits with DiLoCo, NoLoCo, CO2, ...")
+                                description="Train a stacked MLP on digits: data parallel, DiLoCo, NoLoCo, CO2, ...")
     p.add_argument("--algo", choices=ALGOS, default=d.algo, help="outer method")
     p.add_argument("--steps", type=int, default=d.steps, help="inner steps")
     p.add_argument("--H", type=int, default=d.H, help="inner steps per synchronisation (CO2 / local SGD: tau)")
@@ -125,6 +125,8 @@ def make_method(cfg: OuterConfig, comm: Communicator, model: StackedMLP) -> Oute
         return torch.optim.Adam([p], lr=cfg.lr)
 
     common = dict(inner=inner)
+    if cfg.algo == "dp":
+        return DataParallel(comm, model.flat, **common)
     if cfg.algo == "diloco":
         return DiLoCo(comm, model.flat, H=cfg.H, **common)
     if cfg.algo == "streaming":

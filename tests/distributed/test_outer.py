@@ -13,6 +13,7 @@ from commlab.distributed.gossip import consensus_distance
 from commlab.distributed.launch import run_workers
 from commlab.distributed.outer import (
     CO2,
+    DataParallel,
     DiLoCo,
     LocalSGD,
     NoLoCo,
@@ -130,6 +131,22 @@ def test_the_initial_broadcast_makes_replicas_equal_and_the_inner_optimiser_step
     torch.testing.assert_close(params, first - 0.5 * grad)
     with pytest.raises(RuntimeError, match="inner optimiser"):
         DiLoCo(SimComm(3), rand(3, 4), H=2).step(grad)
+
+
+def test_data_parallel_steps_every_replica_on_the_mean_gradient():
+    comm = SimComm(3)
+    params = rand(3, 4)
+    start = params[0].clone()
+    algo = DataParallel(comm, params, inner=lambda p: torch.optim.SGD([p], lr=0.1))
+    grads = [rand(3, 4, seed=k) for k in range(2)]
+    events = algo.step(grads[0])
+    algo.step(grads[1])
+    torch.testing.assert_close(params, (start - 0.1 * grads[0].mean(0) - 0.1 * grads[1].mean(0)).expand(3, 4))
+    assert [e.kind for e in events] == ["sync"] and algo.summary()["syncs"] == 2
+    with pytest.raises(RuntimeError, match="call step"):
+        algo.after_inner_step()
+    with pytest.raises(TypeError, match="inner"):
+        DataParallel(comm, params, inner=None)
 
 
 def test_local_sgd_is_diloco_with_heavy_ball():
