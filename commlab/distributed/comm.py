@@ -164,7 +164,8 @@ class Communicator:
         """Launch collective ``op`` (``"all_reduce"``, ``"all_gather"``, ``"broadcast"``, ``"mix"``,
         ``"exchange"``) without moving the clock: it occupies the link from max(now, the end of the
         previous started collective) for its link time, and :meth:`Work.wait` moves the clock on to
-        its ``finish_time``. Arguments are those of the collective."""
+        its ``finish_time``. Arguments are those of the collective. Without a link there is no link
+        time to overlap: the Work finishes at the current clock."""
         check_choice("op", op, ASYNC_OPS)
         self._starting = True
         try:
@@ -252,10 +253,10 @@ class Communicator:
     def _done(self, op: str, result: torch.Tensor, per_worker: torch.Tensor, message_bytes: int,
               degree: int = 1) -> Work:
         self.meter.record(op, per_worker)
-        seconds = 0.0
-        if self.link is not None:
-            kind = "p2p" if op in ("mix", "exchange") else op
-            seconds = self.link.seconds(kind, message_bytes, self.world_size, degree)
+        if self.link is None:  # no link time to simulate (DistComm's clock is then the wall clock)
+            return Work(result, self.clock)
+        kind = "p2p" if op in ("mix", "exchange") else op
+        seconds = self.link.seconds(kind, message_bytes, self.world_size, degree)
         if self._starting:
             begin = max(self._clock, self._link_free)
             self._link_free = begin + seconds
