@@ -7,6 +7,11 @@ order of their relative path, skipping any folder named ``test``, ``tests``, ``i
 Characters map to a fixed 97-symbol vocabulary (:data:`VOCAB`): newline, printable ASCII 32..126,
 and one "unknown" symbol (last index) for everything else (tabs, carriage returns, non-ASCII).
 
+Language-model examples are windows of the id stream: :meth:`TextCorpus.windows` gives the
+``context`` characters starting at given positions and the character after them (the target), and
+:meth:`TextCorpus.sample_windows` draws the start positions uniformly (with replacement) from a
+caller's generator, any batch shape (e.g. ``(workers, batch)`` for stacked replicas).
+
 Train and validation are split by top-level module or package, never by chunk: a module is
 ``"val"`` when the BLAKE2b hash of its name (8-byte digest read as a big-endian integer) is 0
 mod 8. The hash is fixed, so a module's side never changes between Python versions. The corpus
@@ -163,6 +168,53 @@ class TextCorpus:
 
     def __len__(self) -> int:
         return self.ids.numel()
+
+    def windows(self, starts: torch.Tensor, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-character examples at the given start positions.
+
+        Args:
+            starts: integer tensor of any shape ``[*S]``, each in ``[0, len − context − 1]``.
+            context: characters per example (>= 1).
+
+        Returns:
+            ``(x, y)``: int64 ``[*S, context]`` with ``x[..., j] = ids[s + j]``, and int64 ``[*S]`` with
+            ``y = ids[s + context]`` (the character that follows the window).
+        """
+        context = check_int("context", context, low=1)
+        last = len(self) - context - 1
+        if last < 0:
+            raise ValueError(f"context = {context} needs a corpus of at least {context + 1} characters, "
+                             f"this one has {len(self)}")
+        if not isinstance(starts, torch.Tensor) or starts.is_floating_point() or starts.is_complex():
+            raise TypeError("starts must be an integer torch.Tensor")
+        if starts.numel() and (starts.min() < 0 or starts.max() > last):
+            raise ValueError(f"starts must be in [0, {last}] (corpus of {len(self)} characters, context {context}), "
+                             f"got range [{int(starts.min())}, {int(starts.max())}]")
+        positions = starts.to(torch.int64).unsqueeze(-1) + torch.arange(context + 1)
+        chars = self.ids[positions].to(torch.int64)
+        return chars[..., :context], chars[..., context]
+
+    def sample_windows(self, shape, context: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`windows` at start positions drawn uniformly with replacement from ``generator``.
+
+        Args:
+            shape: batch shape ``[*S]`` (an int or a tuple of ints), e.g. ``(workers, batch_size)``.
+            context: characters per example (>= 1).
+            generator: the ``torch.Generator`` the positions are drawn from.
+
+        Returns:
+            ``(x, y)`` as in :meth:`windows`: int64 ``[*S, context]`` and ``[*S]``.
+        """
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        shape = tuple(check_int("shape", n, low=1) for n in shape)
+        context = check_int("context", context, low=1)
+        high = len(self) - context  # starts in [0, high)
+        if high < 1:
+            raise ValueError(f"context = {context} needs a corpus of at least {context + 1} characters, "
+                             f"this one has {len(self)}")
+        return self.windows(torch.randint(high, shape, generator=generator), context)
 
 
 def stdlib_corpus(

@@ -506,6 +506,49 @@ def test_stdlib_corpus_bad_arguments(kwargs, error):
         stdlib_corpus(**kwargs)
 
 
+def test_windows_are_the_characters_and_the_next_one():
+    corpus = stdlib_corpus(max_chars=5000)
+    x, y = corpus.windows(torch.tensor([[0, 7], [100, 4983]]), context=16)
+    assert x.shape == (2, 2, 16) and y.shape == (2, 2) and x.dtype == y.dtype == torch.int64
+    assert torch.equal(x[1, 0], corpus.ids[100:116].long()) and int(y[1, 0]) == int(corpus.ids[116])
+    assert torch.equal(x[1, 1], corpus.ids[4983:4999].long()) and int(y[1, 1]) == int(corpus.ids[4999])
+    text_of = corpus.decode(torch.cat([x[0, 1], y[0, 1:2]]))
+    assert text_of == corpus.decode(corpus.ids[7:24])
+    with pytest.raises(ValueError, match="starts must be in"):
+        corpus.windows(torch.tensor([4984]), context=16)
+    with pytest.raises(ValueError, match="starts must be in"):
+        corpus.windows(torch.tensor([-1]), context=16)
+    with pytest.raises(TypeError):
+        corpus.windows(torch.tensor([1.0]), context=16)
+    with pytest.raises(ValueError, match="at least"):
+        stdlib_corpus(max_chars=10).windows(torch.tensor([0]), context=10)
+
+
+def test_sample_windows_seeded_uniform_and_checked():
+    corpus = stdlib_corpus(max_chars=2000)
+    x, y = corpus.sample_windows((3, 400), 8, torch.Generator().manual_seed(1))
+    again = corpus.sample_windows((3, 400), 8, torch.Generator().manual_seed(1))
+    other = corpus.sample_windows((3, 400), 8, torch.Generator().manual_seed(2))
+    assert x.shape == (3, 400, 8) and y.shape == (3, 400)
+    assert torch.equal(x, again[0]) and torch.equal(y, again[1]) and not torch.equal(x, other[0])
+    # every drawn window is a real window of the corpus followed by its next character
+    windows = corpus.ids.long().unfold(0, 9, 1)  # [len - 8, 9]
+    drawn = torch.cat([x, y.unsqueeze(-1)], dim=-1).reshape(-1, 9)
+    assert (drawn.unsqueeze(1) == windows.unsqueeze(0)).all(-1).any(1).all()
+    # the last possible window can be drawn: tiny corpus, many draws cover every start
+    tiny = stdlib_corpus(max_chars=12)
+    xs, ys = tiny.sample_windows(2000, 8, torch.Generator().manual_seed(0))
+    starts = {tuple(row) for row in xs.tolist()}
+    assert len(starts) == len(tiny) - 8 and tuple(tiny.ids[3:11].tolist()) in starts
+    assert corpus.sample_windows(5, 4, torch.Generator())[0].shape == (5, 4)
+    with pytest.raises(TypeError, match="generator"):
+        corpus.sample_windows(5, 4, None)
+    with pytest.raises(ValueError):
+        corpus.sample_windows((0, 5), 4, torch.Generator())
+    with pytest.raises(ValueError, match="at least"):
+        tiny.sample_windows(5, 12, torch.Generator())
+
+
 # --- package hygiene ---------------------------------------------------------------------------
 
 
