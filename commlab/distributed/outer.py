@@ -49,7 +49,8 @@ The methods (the symbols are those of briefs/distributed/{streaming_diloco,noloc
   The group means travel by one gossip round (``comm.mix`` with the group-averaging matrix: for pairs,
   one message each way). With β = γ (the default) the update only needs mean_G θ_j, since
   β(mean θ − mean φ) + γ(mean φ − φ_i) = β(mean θ − φ_i), so only θ (d floats) is sent; otherwise
-  φ and θ − φ (2d floats). Defaults α = 0.5, β = γ = 0.7, pairs.
+  φ and θ − φ (2d floats), except with γ = 0 (no pull), which needs only θ − φ (d floats).
+  Defaults α = 0.5, β = γ = 0.7, pairs.
 * :class:`CO2` (Sun et al. 2024) — rounds of τ inner steps from the anchor x_o; at the end of round t
   the average ȳ_t is launched in the background and the average of round t − 1 is waited for (one
   round stale): Δ = (x_o,prev − ȳ_{t−1})/Λ_t; m ← βm + Δ; m ← clip(m, −φ, φ); x_o,prev ← x_o;
@@ -593,6 +594,8 @@ class NoLoCo(OuterMethod):
         if self.beta == self.gamma:
             mean_theta = self._run("sync", self.comm.mix, theta.detach(), W).wait()
             pull = self.beta * (mean_theta - phi)
+        elif self.gamma == 0:  # no pull toward the group's φ: only its mean progress travels
+            pull = self.beta * self._run("sync", self.comm.mix, theta.detach() - phi, W).wait()
         else:
             mixed = self._run("sync", self.comm.mix, torch.cat([phi, theta.detach() - phi], dim=1), W).wait()
             mean_phi, mean_progress = mixed[:, : self.d], mixed[:, self.d :]

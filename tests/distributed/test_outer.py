@@ -277,7 +277,7 @@ def test_peak_bytes_fall_by_fragments_times_the_bit_ratio():
 # -- NoLoCo -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("gamma", [0.7, 0.3])  # β = γ sends θ only; β ≠ γ sends φ and θ − φ
+@pytest.mark.parametrize("gamma", [0.7, 0.3, 0.0])  # β = γ sends θ; γ = 0 sends θ − φ; else φ and θ − φ
 def test_noloco_update_for_a_pair_by_hand(gamma):
     comm = SimComm(2)
     phi0 = rand(2, 5)
@@ -289,7 +289,7 @@ def test_noloco_update_for_a_pair_by_hand(gamma):
     delta = 0.7 * (theta - phi0).mean(dim=0) + gamma * (phi0.mean(dim=0) - phi0)
     torch.testing.assert_close(algo.phi, phi0 + delta)
     torch.testing.assert_close(params, phi0 + delta)
-    assert comm.meter.calls == {"mix": 1} and comm.meter.peak_bytes == 5 * 8 * (1 if gamma == 0.7 else 2)
+    assert comm.meter.calls == {"mix": 1} and comm.meter.peak_bytes == 5 * 8 * (2 if gamma == 0.3 else 1)
     # second step: the momentum carries α·δ
     theta2 = params + rand(2, 5, seed=2)
     phi1 = algo.phi.clone()
