@@ -52,7 +52,6 @@ import torch
 from commlab._checks import check_int, check_nonnegative, check_positive, check_real_number
 from commlab.distributed.comm import Communicator
 
-_BIT_WEIGHTS = 2 ** torch.arange(8, dtype=torch.uint8)
 _SCALE_BYTES = 4
 
 
@@ -87,8 +86,10 @@ def compressed_allreduce_1bit(comm: Communicator, x: torch.Tensor, worker_error:
     N = comm.world_size
     c = chunk_size(d, N)
     for name, buffer, shape in (("worker_error", worker_error, (L, d)), ("server_error", server_error, (L, c))):
-        if not isinstance(buffer, torch.Tensor) or tuple(buffer.shape) != shape or buffer.dtype != x.dtype:
-            raise ValueError(f"{name} must be a {x.dtype} tensor of shape {list(shape)}, got {_describe(buffer)}")
+        if (not isinstance(buffer, torch.Tensor) or tuple(buffer.shape) != shape or buffer.dtype != x.dtype
+                or buffer.device != x.device):
+            raise ValueError(f"{name} must be a {x.dtype} tensor of shape {list(shape)} on {x.device}, "
+                             f"got {_describe(buffer)}")
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or Inf")
 
@@ -98,25 +99,25 @@ def compressed_allreduce_1bit(comm: Communicator, x: torch.Tensor, worker_error:
     positive = b >= 0
     worker_error.copy_(b - scale[:, None] * _pm_one(positive, x.dtype))
     padded = torch.nn.functional.pad(positive, (0, N * c - d))
-    received = comm.all_gather(_encode(padded, scale).to(comm.device)).wait().cpu()
+    received = comm.all_gather(_encode(padded, scale).to(comm.device)).wait().to(x.device)
     signs, scales = _decode(received, N * c)  # [N, N·c], [N]
 
     # the owners average their chunk, add the server error and compress again
-    owned = comm.ranks
+    owned = comm.ranks.to(x.device)
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
     chunks = _pm_one(signs, x.dtype).view(N, N, c)[:, owned]  # [N, L, c]: worker i's signs of my chunks
-    total = torch.zeros(L, c, dtype=x.dtype)
+    total = torch.zeros(L, c, dtype=x.dtype, device=x.device)
     for i in range(N):  # a fixed order, the same on every backend
         total += scales[i].to(x.dtype) * chunks[i]
-    real = (torch.arange(N * c) < d).view(N, c)[owned]  # [L, c]: coordinates that are not padding
-    averaged = torch.where(real, total / N + server_error, torch.zeros((), dtype=x.dtype))
+    real = (torch.arange(N * c, device=x.device) < d).view(N, c)[owned]  # [L, c]: coordinates that are not padding
+    averaged = torch.where(real, total / N + server_error, zero)
     n_real = real.sum(dim=1).clamp(min=1).to(x.dtype)
     chunk_scale = _wire_scale(torch.linalg.vector_norm(averaged, dim=1) / n_real.sqrt(), x.dtype)  # [L]
     chunk_positive = averaged >= 0
-    server_error.copy_(torch.where(real, averaged - chunk_scale[:, None] * _pm_one(chunk_positive, x.dtype),
-                                   torch.zeros((), dtype=x.dtype)))
+    server_error.copy_(torch.where(real, averaged - chunk_scale[:, None] * _pm_one(chunk_positive, x.dtype), zero))
 
     # stage 2: the owners send their compressed chunk back to everyone
-    received = comm.all_gather(_encode(chunk_positive, chunk_scale).to(comm.device)).wait().cpu()
+    received = comm.all_gather(_encode(chunk_positive, chunk_scale).to(comm.device)).wait().to(x.device)
     chunk_signs, chunk_scales = _decode(received, c)  # [N, c], [N]
     mean = (chunk_scales.to(x.dtype)[:, None] * _pm_one(chunk_signs, x.dtype)).reshape(-1)[:d]
     return mean.expand(L, d)
@@ -243,7 +244,7 @@ class OneBitAdam(torch.optim.Optimizer):
         if not state:
             state.update(step=0, variance_steps=0, exp_avg=torch.zeros_like(grads),
                          exp_avg_sq=torch.zeros_like(grads[0]), worker_error=torch.zeros_like(grads),
-                         server_error=torch.zeros(L, c, dtype=grads.dtype))
+                         server_error=grads.new_zeros(L, c))
         expected = {"exp_avg": (L, d), "exp_avg_sq": (d,), "worker_error": (L, d), "server_error": (L, c)}
         for name, shape in expected.items():
             if tuple(state[name].shape) != shape:
@@ -276,7 +277,8 @@ def _encode(positive: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``[L, n]`` sign bits and ``[L]`` scales as ``[L, ⌈n/8⌉ + 4]`` bytes (bits little-endian)."""
     L, n = positive.shape
     bits = torch.nn.functional.pad(positive.to(torch.uint8), (0, -n % 8)).view(L, -1, 8)
-    packed = (bits * _BIT_WEIGHTS).sum(dim=2, dtype=torch.uint8)
+    weights = 2 ** torch.arange(8, dtype=torch.uint8, device=positive.device)
+    packed = (bits * weights).sum(dim=2, dtype=torch.uint8)
     scale_bytes = scale.to(torch.float32).contiguous().view(torch.uint8).view(L, _SCALE_BYTES)
     return torch.cat([packed, scale_bytes], dim=1)
 
@@ -285,11 +287,11 @@ def _decode(message: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse of :func:`_encode`: ``([N, n]`` bool signs, ``[N]`` fp32 scales)."""
     N = message.shape[0]
     packed, scale_bytes = message[:, :-_SCALE_BYTES], message[:, -_SCALE_BYTES:]
-    bits = (packed[:, :, None] >> torch.arange(8, dtype=torch.uint8)) & 1
+    bits = (packed[:, :, None] >> torch.arange(8, dtype=torch.uint8, device=message.device)) & 1
     return bits.view(N, -1)[:, :n].bool(), scale_bytes.reshape(-1).clone().view(torch.float32)
 
 
 def _describe(x) -> str:
     if isinstance(x, torch.Tensor):
-        return f"{x.dtype} tensor of shape {list(x.shape)}"
+        return f"{x.dtype} tensor of shape {list(x.shape)} on {x.device}"
     return type(x).__name__

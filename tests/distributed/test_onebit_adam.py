@@ -242,3 +242,19 @@ def test_coordinates_without_gradient_in_the_warmup_stay_still():
         opt.step(grads)
     assert x[0] == 0 and x[1:].abs().min() > 0
     assert opt.state[x]["exp_avg"][:, 0].abs().max() == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tensors_follow_the_cpu_run():
+    g = torch.Generator().manual_seed(5)
+    grads = [torch.randn(4, 1001, generator=g) for _ in range(8)]
+    finals = {}
+    for device in ("cpu", "cuda"):
+        x = torch.zeros(1001, device=device, requires_grad=True)
+        opt = OneBitAdam([x], SimComm(4), lr=0.01, freeze_step=3)
+        for grad in grads:
+            opt.step(grad.to(device))
+        finals[device] = (x.detach().cpu(), {k: v.cpu() for k, v in opt.state[x].items() if torch.is_tensor(v)})
+    torch.testing.assert_close(finals["cuda"][0], finals["cpu"][0], rtol=1e-5, atol=1e-6)
+    for name, value in finals["cpu"][1].items():
+        torch.testing.assert_close(finals["cuda"][1][name], value, rtol=1e-4, atol=1e-5)
