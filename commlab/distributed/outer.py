@@ -624,7 +624,7 @@ class CO2(OuterMethod):
 
     Stability: on a quadratic where one round's progress is a fraction h of the distance to the
     minimum, the one-round-stale step with η = 1 is stable only for h < 0.49 at β = 0.5 and h < 0.1 at
-    β = 0.9 (local SGD without staleness: h < 2.99 and 3.8). Inner SGD with momentum 0.9 over a few
+    β = 0.9 (local SGD without staleness: h < 2(1 + β) = 3.0 and 3.8). Inner SGD with momentum 0.9 over a few
     steps can exceed this on a small model (digits, τ = 4, lr 0.05: CO2 diverged where plain inner
     SGD matched local SGD per step).
     """
