@@ -136,7 +136,8 @@ class OneBitAdam(torch.optim.Optimizer):
         eps: ε > 0 in the denominator.
         weight_decay: decoupled weight decay >= 0.
         freeze_step: T0 >= 0, the number of uncompressed warm-up steps; v is frozen after them
-            (T0 = 0 compresses from the first step with v = 0, which diverges: a warning case).
+            (T0 = 0 leaves v = 0 everywhere, so every coordinate is held still: there is no
+            preconditioner to freeze without a warm-up).
         freeze_variance: False for the ablation that keeps updating v after T0 from the gradient the
             synchronised momentum implies, g̃ = (m_t − β1·m_{t−1})/(1 − β1).
         stacked: whether ``params`` is one ``[L, d]`` tensor of per-worker copies.
