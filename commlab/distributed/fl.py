@@ -1,7 +1,7 @@
 """Federated rounds with partial participation: FedAvg, Fed-EF, SCAFFOLD, SCALLION and SCAFCOM.
 
 One round of every method has the same shape (Huang, Li & Li 2023, "Stochastic Controlled
-Averaging for Federated Learning with Communication Compression", Alg. 1–3)::
+Averaging for Federated Learning with Communication Compression")::
 
     S_t = sample_clients(N, S, generator)                   # shared by the server and every rank
     client i in S_t:  y ← x;  repeat K:  y ← y − η_l (g_i(y) + corr_i)
@@ -291,7 +291,7 @@ class FedEF(FedAvg):
 class Scaffold(FederatedMethod):
     """SCAFFOLD (Karimireddy et al. 2020), option II control variates.
 
-    One-vector form (the default; Huang et al. 2023, Alg. 1): client i sends δ_i = ḡ_i − c, which
+    One-vector form (the default; Huang et al. 2023): client i sends δ_i = ḡ_i − c, which
     equals its average local gradient minus c_i; c_i ← c_i + δ_i; the server does
     x ← x − γ (c + mean δ_i) and c ← c + (1/N) Σ_{i∈S} δ_i.
 
