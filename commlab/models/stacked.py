@@ -141,8 +141,8 @@ class StackedMLP(nn.Module):
         if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x):
             raise ValueError(f"y must be [N] labels for the {len(x)} examples of x")
         flat = self._check_flat(flat)
-        loss_sum = torch.zeros(flat.shape[0], dtype=torch.float64)
-        correct = torch.zeros(flat.shape[0], dtype=torch.float64)
+        loss_sum = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
+        correct = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
         for start in range(0, len(y), batch_size):
             chunk = x[start:start + batch_size]
             logits = self._logits(chunk.reshape(1, len(chunk), -1).expand(flat.shape[0], -1, -1), flat)
