@@ -12,7 +12,8 @@ imported only when a loader that needs them is called):
 
 Partitioners (numpy, seeded, one sorted int64 index array per client):
 
-* :func:`iid`, :func:`k_classes`, :func:`dirichlet`, and :func:`train_test_indices`.
+* :func:`iid`, :func:`k_classes`, :func:`dirichlet`, :func:`pathological_shards` (sorted-label shards,
+  as in FedAvg's pathological non-iid split), and :func:`train_test_indices`.
 
 Note: the functions ``fashion_mnist``, ``digits`` and ``photos`` share their names with their
 modules, so ``commlab.data.photos`` is the function; reach a module with
@@ -21,7 +22,7 @@ modules, so ``commlab.data.photos`` is the function; reach a module with
 
 from .digits import digits
 from .fashion_mnist import fashion_mnist
-from .partition import dirichlet, iid, k_classes, train_test_indices
+from .partition import dirichlet, iid, k_classes, pathological_shards, train_test_indices
 from .photos import photo_patches, photos
 from .text import TextCorpus, stdlib_corpus
 
@@ -35,5 +36,6 @@ __all__ = [
     "iid",
     "k_classes",
     "dirichlet",
+    "pathological_shards",
     "train_test_indices",
 ]
