@@ -242,8 +242,29 @@ class SampledTopK(Compressor):
         return Payload(_sparse_parts(x[None], indices, [indices.numel()]), tuple(x.shape), x.dtype)
 
     def _encode(self, rows, generator):
-        picked = [self.select(row, generator).indices for row in rows]
-        return _sparse_parts(rows, torch.cat(picked), [len(p) for p in picked])
+        W, d = rows.shape
+        if W == 1:
+            picked = self.select(rows[0], generator).indices
+            return _sparse_parts(rows, picked, [picked.numel()])
+        # the same steps as sampled_threshold_select, on all rows at once (one draw of [W, n] samples)
+        k = kept(self.ratio, None, d)
+        n = max(1, int(self.sample_ratio * d))
+        sample = rows.gather(1, torch.randint(d, (W, n), generator=generator)).abs()
+        threshold = sample.topk(_hits(k, n, d), dim=1, sorted=False).values.min(dim=1, keepdim=True).values
+        mags = rows.abs()
+        keep = mags >= threshold
+        for _ in range(self.adapt_steps):
+            few = keep.sum(dim=1) < self.lower * k
+            if not few.any():
+                break
+            threshold[few] *= self.shrink
+            keep[few] = mags[few] >= threshold[few]
+        over = keep.sum(dim=1) > k  # then the row's top-k are all candidates: take them
+        if over.any():
+            exact = torch.zeros_like(keep[over])
+            exact.scatter_(1, top_indices(rows[over], k), True)
+            keep[over] = exact
+        return _sparse_parts(rows, keep.nonzero()[:, 1], keep.sum(dim=1).tolist())
 
     def _decode(self, payload, W, d):
         return _scatter(payload, W, d)
@@ -279,8 +300,7 @@ def sampled_threshold_select(x: torch.Tensor, k: int, generator: torch.Generator
     k = check_int("k", k, low=1, high=d)
     n = max(1, int(sample_ratio * d))
     sample = x[torch.randint(d, (n,), generator=generator)].abs()
-    hits = max(1, min(n, -(-k * n // d)))  # ceil(k/d * n)
-    threshold = sample.topk(hits, sorted=False).values.min().item()
+    threshold = sample.topk(_hits(k, n, d), sorted=False).values.min().item()
     candidates = _at_least(x, threshold)
     sampled, adaptations = candidates.numel(), 0
     while candidates.numel() < lower * k and adaptations < adapt_steps:
@@ -295,9 +315,14 @@ def sampled_threshold_select(x: torch.Tensor, k: int, generator: torch.Generator
     return Selection(candidates, sampled, count, adaptations)
 
 
+def _hits(k: int, n: int, d: int) -> int:
+    """Rank of the threshold in a sample of n out of d: ``ceil(k n / d)``, within [1, n]."""
+    return max(1, min(n, -(-k * n // d)))
+
+
 def _at_least(x: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Positions with ``|x| >= threshold``, ascending, int64."""
-    if x.device.type == "cpu" and x.dtype in _NUMPY_FLOATS:
+    """Positions with ``|x| >= threshold``, ascending, int64 (long CPU rows: one chunked numpy pass)."""
+    if x.numel() >= _SPARSE_MIN_DIM and x.device.type == "cpu" and x.dtype in _NUMPY_FLOATS:
         positions = _positions_at_least(x.detach().contiguous().numpy(), threshold)
         return torch.from_numpy(np.asarray(positions, dtype=np.int64))
     return (x.abs() >= threshold).nonzero()[:, 0]

@@ -217,3 +217,18 @@ def test_bad_shapes_and_schedules_are_rejected():
                        (dict(final=0.1, warmup_steps=5, phases=0), "phases")]:
         with pytest.raises(ValueError, match=match):
             DensityWarmup(**bad)
+
+
+def test_the_batched_compressor_adapts_every_row_and_one_row_matches_select():
+    x = torch.randn(6, 5000, generator=gen(3)) * torch.rand(6, 1, generator=gen(4))
+    compressor = SampledTopK(0.01, sample_ratio=0.01)  # k = 50 from samples of 50: one hit each
+    out = compressor(x, gen(5))
+    counts = (out != 0).sum(dim=1)
+    assert ((counts >= 40) & (counts <= 50)).all()
+    one_shot = (SampledTopK(0.01, sample_ratio=0.01, adapt_steps=0)(x, gen(5)) != 0).sum(dim=1)
+    assert (one_shot < 40).any()  # the same draws without the loop leave some row short
+    for row, full in zip(out, x, strict=True):
+        kept = row != 0
+        assert full.abs()[kept].min() >= full.abs()[~kept].max()
+    one = compressor.compress(x[0], gen(6))
+    assert torch.equal(one["indices"].data, compressor.select(x[0], gen(6)).indices)
