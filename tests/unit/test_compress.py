@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from commlab.compress import (
     QSGD,
     Identity,
+    LogByte,
     LowPrecision,
     Natural,
     Payload,
@@ -43,6 +44,7 @@ ALL = [
     LowPrecision("fp8_e4m3"),
     LowPrecision("fp8_e5m2"),
     LowPrecision("e3m0"),
+    LogByte(),
     PowerSGD(2),
 ]
 UNBIASED = [RandK(0.25), RandK(k=2, shared=True), QSGD(2), QSGD(8), Natural(), Uniform(3)]
@@ -70,6 +72,7 @@ def gen(seed=0):
         (LowPrecision("fp16"), 10, 10 * 16),
         (LowPrecision("fp8_e4m3"), 10, 10 * 8 + 32),
         (LowPrecision("e3m0"), 10, 10 * 4 + 32),
+        (LogByte(), 10, 10 * 8),  # sign + 7-bit log-magnitude code, no scale
         (PowerSGD(2), 50, (8 + 7) * 2 * 32),  # 50 values seen as an 8 x 7 matrix
     ],
 )
