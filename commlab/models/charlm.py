@@ -36,11 +36,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from commlab._checks import check_int
-from commlab.models.stacked import StackedMLP
+from commlab.models.stacked import StackedMLP, StackedModel
 
 VOCAB_SIZE = 97
 """Size of :data:`commlab.data.text.VOCAB` (the default vocabulary)."""
@@ -51,7 +50,7 @@ def bits_per_char(loss_nats):
     return loss_nats / math.log(2)
 
 
-class CharNGramMLP(nn.Module):
+class CharNGramMLP(StackedModel):
     """R replicas of a character n-gram MLP LM, parameters stacked in ``flat`` ``[R, d]``.
 
     Args:
@@ -114,57 +113,6 @@ class CharNGramMLP(nn.Module):
         index = x.reshape(K, B * self.context, 1).expand(K, B * self.context, self.embed)
         h = torch.gather(table, 1, index).reshape(K, B, self.context * self.embed)
         return self.trunk(h, flat[:, self.n_embedding :])
-
-    def losses(self, x: torch.Tensor, y: torch.Tensor, flat: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-replica mean cross-entropy (nats) ``[K]`` of replica k on its batch; ``y`` int64 ``[K, B]``."""
-        logits = self(x, flat)
-        K, B, V = logits.shape
-        if not isinstance(y, torch.Tensor) or tuple(y.shape) != (K, B):
-            raise ValueError(f"y must have shape [{K}, {B}] (the next character of each context), got "
-                             f"{tuple(getattr(y, 'shape', ()))}")
-        return F.cross_entropy(logits.reshape(K * B, V), y.reshape(K * B), reduction="none").view(K, B).mean(dim=1)
-
-    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loss [R], grad [R, d])``: each replica's mean cross-entropy (nats) on its batch and its gradient.
-
-        ``x`` int64 ``[R, B, C]``, ``y`` int64 ``[R, B]``. One backward pass of Σ_r loss_r.
-        """
-        loss = self.losses(x, y)
-        (grad,) = torch.autograd.grad(loss.sum(), self.flat)
-        return loss.detach(), grad
-
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, flat: torch.Tensor | None = None,
-                 batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loss [K], accuracy [K])`` of each replica in ``flat`` (``[K, d]`` or ``[d]``; default
-        :attr:`flat`) on one shared set: ``x`` int64 ``[N, C]``, ``y`` int64 ``[N]``. Loss is the mean
-        cross-entropy in nats (float64), accuracy the fraction of next characters ranked first."""
-        batch_size = check_int("batch_size", batch_size, low=1)
-        if isinstance(flat, torch.Tensor) and flat.dim() == 1:
-            flat = flat.unsqueeze(0)
-        flat = self._check_flat(flat)
-        if not isinstance(x, torch.Tensor) or x.dim() != 2:
-            raise ValueError(f"x must be int64 [N, {self.context}], got {tuple(getattr(x, 'shape', ()))}")
-        if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x):
-            raise ValueError(f"y must be [N] next characters for the {len(x)} contexts of x")
-        K = flat.shape[0]
-        loss_sum = torch.zeros(K, dtype=torch.float64)
-        correct = torch.zeros(K, dtype=torch.float64)
-        for start in range(0, len(y), batch_size):
-            chunk, labels = x[start : start + batch_size], y[start : start + batch_size]
-            logits = self(chunk.unsqueeze(0).expand(K, -1, -1), flat)
-            B = len(labels)
-            nll = F.cross_entropy(logits.reshape(K * B, self.vocab), labels.repeat(K), reduction="none")
-            loss_sum += nll.view(K, B).sum(1).double()
-            correct += (logits.argmax(-1) == labels).sum(1).double()
-        return loss_sum / len(y), correct / len(y)
-
-    def _check_flat(self, flat: torch.Tensor | None) -> torch.Tensor:
-        if flat is None:
-            return self.flat
-        if not isinstance(flat, torch.Tensor) or flat.dim() != 2 or flat.shape[1] != self.d:
-            raise ValueError(f"flat must have shape [K, {self.d}], got {tuple(getattr(flat, 'shape', ()))}")
-        return flat
 
     def extra_repr(self) -> str:
         return (f"context={self.context}, embed={self.embed}, hidden={self.hidden}, vocab={self.vocab}, "

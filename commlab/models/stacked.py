@@ -20,6 +20,9 @@ Replicas never interact inside the model, so the gradient of Σ_r loss_r with re
 is the stack of the per-replica gradients: :meth:`StackedMLP.loss_and_grad` gives all R at the
 cost of one backward pass.
 
+:class:`StackedModel` holds what any such model shares (losses, gradients, evaluation, the check of a
+parameter stack); :class:`~commlab.models.charlm.CharNGramMLP` is the other one.
+
 Example::
 
     model = StackedMLP((64, 128, 10), replicas=8, generator=SeedTree(0).torch("init"))
@@ -41,7 +44,75 @@ from torch import nn
 from commlab._checks import check_int
 
 
-class StackedMLP(nn.Module):
+class StackedModel(nn.Module):
+    """What every stacked model shares: R replicas in one leaf ``flat`` ``[R, d]``, per-replica losses and
+    gradients, and evaluation of any stack of parameter rows on one shared set.
+
+    A subclass sets :attr:`flat` and :attr:`d` and defines ``forward(x, flat) -> logits [K, B, C]`` for
+    per-replica batches ``x`` ``[K, B, ...]``; it may override :meth:`_shared_logits` when it can run
+    one shared batch through K replicas without copying it K times.
+    """
+
+    flat: nn.Parameter
+    d: int
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor, flat: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-replica mean cross-entropy (nats) ``[K]`` of replica k on its batch ``x[k]``; ``y`` ``[K, B]``."""
+        logits = self(x, flat)
+        K, B, C = logits.shape
+        if not isinstance(y, torch.Tensor) or tuple(y.shape) != (K, B):
+            raise ValueError(f"y must have shape [{K}, {B}] (one target per example per replica), got "
+                             f"{tuple(getattr(y, 'shape', ()))}")
+        return F.cross_entropy(logits.reshape(K * B, C), y.reshape(K * B), reduction="none").view(K, B).mean(dim=1)
+
+    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss [R], grad [R, d])``: each replica's mean cross-entropy on its batch and its gradient.
+
+        ``x`` ``[R, B, ...]``, ``y`` ``[R, B]`` int64. One backward pass of Σ_r loss_r: replicas never
+        interact, so its gradient is the stack of the per-replica gradients.
+        """
+        loss = self.losses(x, y)
+        (grad,) = torch.autograd.grad(loss.sum(), self.flat)
+        return loss.detach(), grad
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, flat: torch.Tensor | None = None,
+                 batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss [K], accuracy [K])`` of each replica in ``flat`` on one shared set ``x`` ``[N, ...]``, ``y`` ``[N]``.
+
+        ``flat`` is ``[K, d]`` or one model ``[d]`` (default :attr:`flat`). Loss is the mean
+        cross-entropy in nats (float64), accuracy the fraction whose arg-max logit is the target.
+        """
+        batch_size = check_int("batch_size", batch_size, low=1)
+        if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x):
+            raise ValueError(f"y must be [N] targets for the {len(x)} examples of x")
+        if isinstance(flat, torch.Tensor) and flat.dim() == 1:
+            flat = flat.unsqueeze(0)
+        flat = self._check_flat(flat)
+        loss_sum = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
+        correct = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
+        for start in range(0, len(y), batch_size):
+            logits = self._shared_logits(x[start:start + batch_size], flat)
+            labels = y[start:start + batch_size]
+            K, B, C = logits.shape
+            nll = F.cross_entropy(logits.reshape(K * B, C), labels.repeat(K), reduction="none")
+            loss_sum += nll.view(K, B).sum(1).double()
+            correct += (logits.argmax(-1) == labels).sum(1).double()
+        return loss_sum / len(y), correct / len(y)
+
+    def _shared_logits(self, chunk: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        """Logits ``[K, B, C]`` of the K replicas in ``flat`` on one batch ``chunk`` ``[B, ...]``."""
+        return self(chunk.unsqueeze(0).expand(flat.shape[0], *chunk.shape), flat)
+
+    def _check_flat(self, flat: torch.Tensor | None) -> torch.Tensor:
+        if flat is None:
+            return self.flat
+        if not isinstance(flat, torch.Tensor) or flat.dim() != 2 or flat.shape[1] != self.d:
+            raise ValueError(f"flat must have shape [K, {self.d}], got {tuple(getattr(flat, 'shape', ()))}")
+        return flat
+
+
+class StackedMLP(StackedModel):
     """R replicas of an MLP with ReLU hidden layers, parameters stacked in ``flat`` ``[R, d]``.
 
     Args:
@@ -112,53 +183,8 @@ class StackedMLP(nn.Module):
                 h = torch.relu(h)
         return h
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor, flat: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-replica mean cross-entropy ``[K]`` of replica k on its batch ``x[k]``, labels ``y`` ``[K, B]``."""
-        logits = self(x, flat)
-        K, B, C = logits.shape
-        if not isinstance(y, torch.Tensor) or tuple(y.shape) != (K, B):
-            raise ValueError(f"y must have shape [{K}, {B}] (one label per example per replica), got "
-                             f"{tuple(getattr(y, 'shape', ()))}")
-        return F.cross_entropy(logits.reshape(K * B, C), y.reshape(K * B), reduction="none").view(K, B).mean(dim=1)
-
-    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loss [R], grad [R, d])``: each replica's mean cross-entropy on its batch and its gradient.
-
-        ``x`` ``[R, B, *features]``, ``y`` ``[R, B]`` int64. One backward pass of Σ_r loss_r.
-        """
-        loss = self.losses(x, y)
-        (grad,) = torch.autograd.grad(loss.sum(), self.flat)
-        return loss.detach(), grad
-
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, flat: torch.Tensor | None = None,
-                 batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loss [K], accuracy [K])`` of each replica in ``flat`` (default :attr:`flat`) on one shared set.
-
-        ``x`` ``[N, *features]``, ``y`` ``[N]`` int64; loss is the mean cross-entropy, accuracy a fraction.
-        """
-        batch_size = check_int("batch_size", batch_size, low=1)
-        if not isinstance(y, torch.Tensor) or y.dim() != 1 or len(y) != len(x):
-            raise ValueError(f"y must be [N] labels for the {len(x)} examples of x")
-        flat = self._check_flat(flat)
-        loss_sum = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
-        correct = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
-        for start in range(0, len(y), batch_size):
-            chunk = x[start:start + batch_size]
-            logits = self._logits(chunk.reshape(1, len(chunk), -1).expand(flat.shape[0], -1, -1), flat)
-            labels = y[start:start + batch_size]
-            K, B, C = logits.shape
-            nll = F.cross_entropy(logits.reshape(K * B, C), labels.repeat(K), reduction="none")
-            loss_sum += nll.view(K, B).sum(1).double()
-            correct += (logits.argmax(-1) == labels).sum(1).double()
-        return loss_sum / len(y), correct / len(y)
-
-    def _check_flat(self, flat: torch.Tensor | None) -> torch.Tensor:
-        if flat is None:
-            return self.flat
-        if not isinstance(flat, torch.Tensor) or flat.dim() != 2 or flat.shape[1] != self.d:
-            raise ValueError(f"flat must have shape [K, {self.d}], got {tuple(getattr(flat, 'shape', ()))}")
-        return flat
+    def _shared_logits(self, chunk: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        return self._logits(chunk.reshape(1, len(chunk), -1).expand(flat.shape[0], -1, -1), flat)
 
     def extra_repr(self) -> str:
         return f"sizes={self.sizes}, replicas={self.replicas}, d={self.d}"
