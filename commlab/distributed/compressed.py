@@ -20,10 +20,12 @@ The meter therefore counts the compressor's own bits, rounded up to whole bytes 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from commlab.compress.ef import Mechanism
-from commlab.compress.payload import Part, Payload
+from commlab.compress.payload import Header, Part, Payload
 from commlab.distributed.comm import Communicator
 
 
@@ -54,13 +56,25 @@ def compressed_round(comm: Communicator, mechanism: Mechanism, g: torch.Tensor,
 def gather_payloads(comm: Communicator, payload: Payload) -> Payload:
     """All-gather the local workers' ``[L, d]`` payload as packed bytes; returns the ``[N, d]`` payload."""
     rows = payload.split_rows()
-    blobs = [row.to_bytes() for row in rows]
+    everyone = comm.all_gather(pack_payloads(rows).to(comm.device)).wait()
+    return Payload.stack(unpack_payloads(everyone, rows[0].header))
+
+
+def pack_payloads(payloads: Sequence[Payload]) -> torch.Tensor:
+    """The wire bytes of each payload as one row of a uint8 tensor ``[len(payloads), B]`` (CPU).
+
+    Every payload must pack to the same B = ceil(bits / 8) bytes (a fixed-size compressor), since
+    a collective moves equal-sized rows.
+    """
+    blobs = [p.to_bytes() for p in payloads]
     if len({len(blob) for blob in blobs}) > 1:
-        raise ValueError("the workers' payloads differ in size; gather_payloads needs a fixed-size compressor")
-    packed = torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8).reshape(len(blobs), -1)
-    everyone = comm.all_gather(packed.to(comm.device)).wait().cpu()
-    header = rows[0].header
-    return Payload.stack([Payload.from_bytes(bytes(row.numpy()), header) for row in everyone])
+        raise ValueError("the workers' payloads differ in size; packing them needs a fixed-size compressor")
+    return torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8).reshape(len(blobs), -1)
+
+
+def unpack_payloads(rows: torch.Tensor, header: Header) -> list[Payload]:
+    """Inverse of :func:`pack_payloads`: one payload per received byte row of ``rows`` ``[N, B]`` (any device)."""
+    return [Payload.from_bytes(bytes(row.numpy()), header) for row in rows.cpu()]
 
 
 def _all_reduce_mean(comm: Communicator, mechanism: Mechanism, payload: Payload) -> torch.Tensor:

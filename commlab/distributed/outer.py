@@ -81,9 +81,9 @@ from commlab._checks import (
     check_seed,
 )
 from commlab.compress.base import Compressor
-from commlab.compress.payload import Payload
 from commlab.compress.quantize import Identity, LowPrecision
 from commlab.distributed.comm import Communicator, Work
+from commlab.distributed.compressed import pack_payloads, unpack_payloads
 from commlab.lab.seeding import SeedTree
 
 FORMS = ("nesterov", "heavy_ball")
@@ -509,15 +509,13 @@ class StreamingDiLoCo(OuterMethod):
             return lambda: work.wait()[0]
         payloads = [self.compressor.compress(self._blocks(row), self._generator(t, int(rank)))
                     for row, rank in zip(delta, self.comm.ranks, strict=True)]
-        header = payloads[0].header
-        packed = torch.stack([torch.frombuffer(bytearray(pl.to_bytes()), dtype=torch.uint8) for pl in payloads])
-        work = self._run("fragment", self.comm.all_gather, packed.to(self.comm.device), overlap=True, fragment=p)
+        packed = pack_payloads(payloads).to(self.comm.device)
+        work = self._run("fragment", self.comm.all_gather, packed, overlap=True, fragment=p)
         n = delta.shape[1]
         acc = torch.float64 if delta.dtype == torch.float64 else torch.float32
 
         def mean() -> torch.Tensor:
-            rows = [self.compressor.decompress(Payload.from_bytes(bytes(row.cpu().numpy()), header))
-                    for row in work.wait()]
+            rows = [self.compressor.decompress(pl) for pl in unpack_payloads(work.wait(), payloads[0].header)]
             return torch.stack([r.reshape(-1)[:n].to(acc) for r in rows]).mean(dim=0).to(delta.dtype)
 
         return mean

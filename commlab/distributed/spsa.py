@@ -47,9 +47,9 @@ import torch
 
 from commlab._checks import check_choice, check_int, check_positive, check_seed
 from commlab.compress.base import Compressor
-from commlab.compress.payload import Payload
 from commlab.compress.quantize import LogByte
 from commlab.distributed.comm import Communicator
+from commlab.distributed.compressed import pack_payloads, unpack_payloads
 from commlab.distributed.hashing import state_hash
 from commlab.distributed.membership import Membership
 from commlab.lab.seeding import SeedTree
@@ -290,13 +290,13 @@ class SharedSeedSPSA:
         if machine in self._machines:
             row = self._machines.index(machine)
             payload = self.scalars.compress(p[row].to(torch.float32), self._scalar_generator(t, machine))
-            blob = payload.to_bytes()
-            if len(blob) != self._nbytes:
-                raise ValueError(f"{self.scalars!r} gave {len(blob)} bytes instead of {self._nbytes}: "
+            packed = pack_payloads([payload])
+            if packed.shape[1] != self._nbytes:
+                raise ValueError(f"{self.scalars!r} gave {packed.shape[1]} bytes instead of {self._nbytes}: "
                                  "the scalars compressor must have a fixed-size payload")
-            wire[row] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
-        received = self.comm.broadcast(wire.to(self.comm.device), src=machine).wait()[0].cpu()
-        payload = Payload.from_bytes(bytes(received.numpy()), self._header)
+            wire[row] = packed[0]
+        received = self.comm.broadcast(wire.to(self.comm.device), src=machine).wait()
+        (payload,) = unpack_payloads(received[:1], self._header)
         return self.scalars.decompress(payload).to(torch.float64)
 
     def _hand_over(self, t: int, joined: tuple[int, ...]) -> None:
