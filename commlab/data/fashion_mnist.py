@@ -76,13 +76,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "commlab" / "fashion-mnist"
 
 
-def _search_dirs(cache_dir: Path) -> list[Path]:
+def search_dirs(cache_dir: Path) -> list[Path]:
     """Folders to search, in order: ``$COMMLAB_DATA/fashion-mnist``, Debian, the cache."""
     folders = [Path(os.environ["COMMLAB_DATA"]) / "fashion-mnist"] if os.environ.get("COMMLAB_DATA") else []
     return [*folders, DEBIAN_DIR, cache_dir]
 
 
-def _split_paths(folder: Path, split: str) -> list[Path] | None:
+def split_paths(folder: Path, split: str) -> list[Path] | None:
     """The split's two files in ``folder`` (raw preferred over ``.gz``), or None if one is missing."""
     paths = []
     for stem in FILES[split]:
@@ -154,7 +154,7 @@ def _parse_split(images_raw: bytes, labels_raw: bytes, sources: Sequence[str]) -
     return images, labels
 
 
-def _read_local(paths: Sequence[Path], split: str) -> tuple[np.ndarray, np.ndarray]:
+def read_split(paths: Sequence[Path], split: str) -> tuple[np.ndarray, np.ndarray]:
     """Read, verify and parse the split's two local files."""
     raws = []
     for stem, path in zip(FILES[split], paths, strict=True):
@@ -171,7 +171,7 @@ def _fetch(url: str) -> bytes:
         return response.read()
 
 
-def _download(split: str, cache_dir: Path, mirrors: Sequence[str]) -> list[Path]:
+def download_split(split: str, cache_dir: Path, mirrors: Sequence[str]) -> list[Path]:
     """Download the split's ``.gz`` files, verify them, then write them into ``cache_dir``.
 
     For each file the mirrors are tried in order until one delivers bytes with the right
@@ -215,9 +215,10 @@ def _not_found(split: str, folders: Sequence[Path], reason: str) -> FileNotFound
     searched = ", ".join(str(folder) for folder in folders)
     return FileNotFoundError(
         f"Fashion-MNIST {split} split ({names}) not found; searched: {searched}. "
-        f"Nothing was downloaded ({reason}). Fixes: install the Debian package "
-        f"(apt-get install dataset-fashion-mnist), put the files in $COMMLAB_DATA/fashion-mnist/, "
-        f"or allow a download (download=True, or unset COMMLAB_OFFLINE)."
+        f"Nothing was downloaded ({reason}). Fixes: run `commlab data fetch` (or `make data`), which "
+        f"tries the Debian package (apt-get install dataset-fashion-mnist) and then the download; "
+        f"put the files in $COMMLAB_DATA/fashion-mnist/; or allow a download (download=True, or unset "
+        f"COMMLAB_OFFLINE)."
     )
 
 
@@ -268,18 +269,18 @@ def fashion_mnist(
     if not urls:
         raise ValueError("mirrors must hold at least one URL")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folders = [Path(root)] if root is not None else _search_dirs(cache)
+    folders = [Path(root)] if root is not None else search_dirs(cache)
 
     for folder in folders:
-        paths = _split_paths(folder, split)
+        paths = split_paths(folder, split)
         if paths is not None:
             break
     else:
         reason = "root= limits the search to that folder" if root is not None else _offline_reason(download)
         if reason is not None:
             raise _not_found(split, folders, reason)
-        paths = _download(split, cache, urls)
-    images, labels = _read_local(paths, split)
+        paths = download_split(split, cache, urls)
+    images, labels = read_split(paths, split)
 
     if n is not None:
         if n > len(labels):
