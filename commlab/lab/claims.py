@@ -24,6 +24,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from commlab.lab.paths import PROFILES
+
 MIME = "application/vnd.commlab.claims+json"
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -59,6 +61,12 @@ def to_jsonable(value):
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
     raise TypeError(f"measured value must be a number, bool, string or a list of them, got {type(value)}")
+
+
+def _is_nan(value) -> bool:
+    if isinstance(value, list):
+        return any(_is_nan(v) for v in value)
+    return value == "nan"
 
 
 def _is_nonfinite(value) -> bool:
@@ -112,8 +120,8 @@ class Claims:
     """The claims of one notebook run under ``profile``."""
 
     def __init__(self, profile: str):
-        if not isinstance(profile, str) or not profile:
-            raise ValueError(f"profile must be a non-empty string, got {profile!r}")
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
         self.profile = profile
         self.claims: list[Claim] = []
 
@@ -129,7 +137,13 @@ class Claims:
             threshold: fixed before the run.
             source: where the paper makes the claim (figure, table, abstract).
             blocking: a failing non-blocking claim is reported but does not raise.
-            profiles: the profiles the claim applies to; in others it is recorded as ``skip``.
+            profiles: the profiles the claim applies to (names from :data:`PROFILES`); in others it
+                is recorded as ``skip``, and its measured value may be a placeholder such as NaN.
+
+        Raises:
+            ValueError: a bad id or one used twice, an unknown op or profile name, a threshold that
+                does not fit the op, or a NaN measured value in a profile the claim applies to (a
+                NaN is not a measurement: the experiment broke, and that is an error, not a fail).
         """
         if not isinstance(id, str) or not _ID.match(id):
             raise ValueError(f"claim id must be a lowercase slug (a-z 0-9 _ . -), got {id!r}")
@@ -150,10 +164,16 @@ class Claims:
             raise ValueError(f"claim {id!r}: op {op!r} needs a finite number as threshold, got {threshold!r}")
         if isinstance(profiles, str) or not profiles:
             raise ValueError(f"claim {id!r}: profiles must be a non-empty sequence of profile names")
+        unknown = [p for p in profiles if p not in PROFILES]
+        if unknown:
+            raise ValueError(f"claim {id!r}: unknown profile name(s) {unknown}; profiles are {PROFILES}")
         measured = to_jsonable(measured)
         threshold = to_jsonable(threshold)
         if self.profile not in profiles:
             status = "skip"
+        elif _is_nan(measured):
+            raise ValueError(f"claim {id!r}: the measured value is NaN ({measured!r}); a NaN is not a "
+                             f"measurement (did the run diverge, or is the value computed from nothing?)")
         elif _is_nonfinite(measured):
             status = "fail"
         else:

@@ -7,6 +7,8 @@ import subprocess
 from pathlib import Path
 
 AREAS = ("compression", "distributed", "semcom", "ensembles", "systems")
+PROFILES = ("quick", "full")
+"""The run profiles: ``quick`` (CI, about a CPU-minute) and ``full`` (the paper-shaped run)."""
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path:

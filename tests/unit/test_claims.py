@@ -25,11 +25,26 @@ def test_comparisons(measured, op, threshold, status):
     assert claim.passed == (status == "pass")
 
 
-def test_non_finite_measurement_fails_whatever_the_comparison():
+def test_an_infinite_measurement_fails_whatever_the_comparison():
     claims = Claims("quick")
-    assert claims.add("a", "s", measured=float("nan"), op="!=", threshold=1.0).status == "fail"
     assert claims.add("b", "s", measured=np.float32("inf"), op=">", threshold=0.0).status == "fail"
-    assert claims.add("c", "s", measured=[1.0, math.nan], op="!=", threshold=[1.0, 2.0]).status == "fail"
+    assert claims.add("c", "s", measured=[1.0, -math.inf], op="!=", threshold=[1.0, 2.0]).status == "fail"
+
+
+@pytest.mark.parametrize("measured", [float("nan"), np.float32("nan"), torch.tensor(float("nan")), [1.0, math.nan]])
+def test_a_nan_measurement_is_an_error_in_a_profile_the_claim_applies_to(measured):
+    claims = Claims("quick")
+    with pytest.raises(ValueError, match="claim 'a': the measured value is NaN"):
+        claims.add("a", "s", measured=measured, op="!=", threshold=1.0)
+    assert claims.add("a", "s", measured=measured, op=">", threshold=1.0, profiles=("full",)).status == "skip"
+
+
+@pytest.mark.parametrize("profile", ["quik", "Quick", "", None, "ci"])
+def test_an_unknown_profile_name_is_rejected_so_a_typo_cannot_skip_a_claim(profile):
+    with pytest.raises(ValueError, match=r"profile must be one of \('quick', 'full'\)"):
+        Claims(profile)
+    with pytest.raises(ValueError, match=r"claim 'c': unknown profile name\(s\)"):
+        Claims("quick").add("c", "s", measured=1.0, op=">", threshold=0.0, profiles=("quick", profile))
 
 
 def test_claim_outside_its_profiles_is_skipped_and_never_blocks():
