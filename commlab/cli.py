@@ -2,26 +2,32 @@
 
 * ``commlab run [PATTERN ...] [--profile quick|full] [--jobs N] [--out DIR] [--timeout S] [-p NAME VALUE ...]``
   executes matching notebooks headlessly and writes ``DIR/summary.json`` and ``DIR/summary.md``;
-  exit status 1 when a notebook errored or timed out or a blocking claim failed.
+  exit status 1 when a notebook errored or timed out or a blocking claim failed, 2 for bad input
+  (checked before any kernel starts) or when another run writes into ``DIR``, 130 / 143 when
+  stopped by SIGINT / SIGTERM.
 * ``commlab list`` prints every notebook with area, tier and paper title (``--write-index``
   regenerates ``notebooks/README.md``).
-* ``commlab report [SUMMARY]`` turns a ``summary.json`` into ``RESULTS.md``.
+* ``commlab report [SUMMARY] [--partial]`` turns a ``summary.json`` into ``RESULTS.md``.
+* ``commlab data fetch [NAME ...]`` provisions the datasets the notebooks and tests need.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import signal
 import sys
 from pathlib import Path
 
 from commlab.lab import notebooks as nbs
 from commlab.lab import summary as summaries
 from commlab.lab.files import atomic_write_text
-from commlab.lab.paths import project_root, runs_dir
-from commlab.lab.session import PROFILES
+from commlab.lab.lock import BatchLocked
+from commlab.lab.paths import PROFILES, project_root, runs_dir
 
 DEFAULT_TIMEOUT = {"quick": 600.0, "full": 4 * 3600.0}
+LIST_WIDTH = 100
+"""``commlab list`` fits its lines into this many columns."""
 
 
 def _value(text: str):
@@ -58,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("summary", type=Path, nargs="?", default=None,
                         help="summary.json (default: runs/quick/summary.json)")
     report.add_argument("--out", type=Path, default=None, help="output file (default: RESULTS.md at the root)")
+    report.add_argument("--partial", action="store_true",
+                        help="merge this batch's notebooks into RESULTS.md, keeping the others")
+
+    data = sub.add_parser("data", help="provision the datasets the notebooks and tests need")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_sub.add_parser("fetch", help="find, install (apt) or download every dataset, verified")
+    fetch.add_argument("names", nargs="*", metavar="NAME", help="datasets (default: all)")
     return parser
 
 
@@ -70,33 +83,69 @@ def _run(args, notebooks_dir: Path) -> int:
             raise ValueError(f"parameter name must be a Python identifier, got {name!r}")
         params[name] = _value(value)
     selected = nbs.select(notebooks_dir, args.patterns)
+    if not selected:
+        raise ValueError(f"no notebooks to run under {notebooks_dir}")
+    _warn_unreadable(selected)
     out_dir = args.out or runs_dir(args.profile, project_root())
     timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT[args.profile]
     summary = runner.run(selected, profile=args.profile, out_dir=out_dir, jobs=args.jobs, timeout=timeout,
                          params=params, progress=not args.no_progress)
     print(summaries.markdown(summary))
     print(f"summary: {Path(out_dir) / 'summary.md'}")
+    if summary["interrupted"]:
+        return 128 + signal.Signals[summary["interrupted"]].value
     return 1 if summaries.failed(summary) else 0
+
+
+def _warn_unreadable(found) -> bool:
+    """Name every unreadable notebook on stderr; True when there was one."""
+    broken = [nb for nb in found if nb.error is not None]
+    for nb in broken:
+        print(f"commlab: error: {nb.error}", file=sys.stderr)
+    return bool(broken)
+
+
+def list_lines(found, width: int = LIST_WIDTH) -> list[str]:
+    """``commlab list``'s header and one row per notebook, each at most ``width`` columns: titles
+    that do not fit are cut with ``…`` (the full titles are in ``notebooks/README.md``)."""
+    readable = [nb for nb in found if nb.error is None]
+    key_width = max([len("notebook")] + [len(nb.key) for nb in readable])
+    rows = [("notebook", "tier", "year", "paper")]
+    rows += [(nb.key, nb.tier, str(nb.meta.get("year") or "-"), nb.title) for nb in readable]
+    lines = []
+    for key, tier, year, title in rows:
+        line = f"{key:{key_width}s}  {tier:4s}  {year:4s}  {title}"
+        lines.append(line if len(line) <= width else line[:width - 1] + "…")
+    return lines
 
 
 def _list(args, notebooks_dir: Path) -> int:
     found = nbs.discover(notebooks_dir)
+    broken = _warn_unreadable(found)
     if args.write_index:
         atomic_write_text(notebooks_dir / "README.md", nbs.index_markdown(found))
-        print(f"wrote {notebooks_dir / 'README.md'} ({len(found)} notebooks)")
-        return 0
+        print(f"wrote {notebooks_dir / 'README.md'} ({sum(nb.error is None for nb in found)} notebooks)")
+        return 1 if broken else 0
     if not found:
         print("no notebooks yet")
-    for nb in found:
-        print(f"{nb.key:55s} {nb.area:12s} {nb.tier:3s} {nb.title}")
-    return 0
+    else:
+        print("\n".join(list_lines(found)))
+    return 1 if broken else 0
 
 
 def _report(args) -> int:
     root = project_root()
     path = args.summary or runs_dir("quick", root) / "summary.json"
-    out = summaries.write_results(path, root, args.out or root / "RESULTS.md")
+    out = summaries.write_results(path, root, args.out or root / "RESULTS.md", partial=args.partial)
     print(f"wrote {out}")
+    return 0
+
+
+def _data(args) -> int:
+    from commlab.data import provision
+
+    for done in provision.provision(args.names):
+        print(f"{done.name:14s} {done.route:9s} {done.location}")
     return 0
 
 
@@ -104,14 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     notebooks_dir = (args.notebooks or project_root() / "notebooks").resolve()
     try:
-        if args.command != "report" and not notebooks_dir.is_dir():
+        if args.command == "data":
+            return _data(args)
+        if args.command == "report":
+            return _report(args)
+        if not notebooks_dir.is_dir():
             raise ValueError(f"notebooks folder {notebooks_dir} does not exist (use --notebooks DIR)")
         if args.command == "run":
             return _run(args, notebooks_dir)
-        if args.command == "list":
-            return _list(args, notebooks_dir)
-        return _report(args)
-    except (ValueError, FileNotFoundError) as error:
+        return _list(args, notebooks_dir)
+    except (ValueError, OSError, BatchLocked) as error:
         print(f"commlab: error: {error}", file=sys.stderr)
         return 2
 

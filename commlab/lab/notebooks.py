@@ -3,11 +3,14 @@
 Every paper notebook lives at ``notebooks/<area>/<slug>.ipynb`` and carries in its notebook
 metadata a ``commlab`` entry: ``{"area", "slug", "title" (exact paper title), "year", "tier"}``.
 Files and folders whose names start with ``_`` or ``.`` (the template, checkpoints) are not paper
-notebooks and are skipped by discovery.
+notebooks and are skipped by discovery. A file that is not a readable notebook (truncated JSON, no
+cells) is still discovered, with :attr:`NotebookInfo.error` saying what is wrong, so that one bad
+file is named while the others list and run.
 """
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import json
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ class NotebookInfo:
     path: Path
     rel: str
     meta: dict
+    error: str | None = None
 
     @property
     def key(self) -> str:
@@ -61,11 +65,34 @@ def read_cells(path: Path) -> list[dict] | None:
         return None
 
 
+def _structure_error(notebook) -> str | None:
+    """What makes parsed JSON not an nbformat-4 notebook, or None."""
+    if not isinstance(notebook, dict):
+        return "the file is JSON but not a notebook object"
+    if notebook.get("nbformat") != 4:
+        return f"nbformat is {notebook.get('nbformat')!r}, expected 4"
+    cells = notebook.get("cells")
+    if not isinstance(cells, list) or not all(isinstance(c, dict) and "cell_type" in c and "source" in c
+                                              for c in cells):
+        return "'cells' is not a list of cells with 'cell_type' and 'source'"
+    if not isinstance(notebook.get("metadata", {}), dict):
+        return "'metadata' is not an object"
+    return None
+
+
 def read_info(path: Path, notebooks_dir: Path) -> NotebookInfo:
-    """Read ``path``'s ``commlab`` metadata (without executing anything)."""
-    with open(path, encoding="utf-8") as handle:
-        meta = json.load(handle).get("metadata", {}).get("commlab", {})
-    return NotebookInfo(path, path.relative_to(notebooks_dir).as_posix(), meta)
+    """Read ``path``'s ``commlab`` metadata (without executing anything); a file that is not a
+    readable notebook gives an info whose ``error`` says why."""
+    rel = path.relative_to(notebooks_dir).as_posix()
+    try:
+        notebook = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return NotebookInfo(path, rel, {}, f"notebooks/{rel} is not a readable notebook: {error}")
+    problem = _structure_error(notebook)
+    if problem is not None:
+        return NotebookInfo(path, rel, {}, f"notebooks/{rel} is not a valid notebook: {problem}")
+    meta = notebook.get("metadata", {}).get("commlab", {})
+    return NotebookInfo(path, rel, meta if isinstance(meta, dict) else {})
 
 
 def discover(notebooks_dir: Path) -> list[NotebookInfo]:
@@ -118,11 +145,53 @@ def parameters(path: Path) -> dict:
     return {name: spec["default"] for name, spec in papermill.inspect_notebook(str(path)).items()}
 
 
+_KINDS = {bool: "bool", int: "int", float: "float", str: "str", list: "list", tuple: "list", dict: "dict"}
+
+
+def _kind(value) -> str | None:
+    return _KINDS.get(type(value))
+
+
+def type_mismatch(name: str, value, default: str) -> str | None:
+    """Why ``value`` cannot stand for a parameter whose literal in the notebook is ``default``, or None.
+
+    The value must have the default's type; an int is accepted where the default is a float, a list
+    where it is a tuple, and anything where it is ``None`` or not a literal (an expression).
+    """
+    try:
+        literal = ast.literal_eval(default)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    expected, given = _kind(literal), _kind(value)
+    if literal is None or expected is None or expected == given or (expected, given) == ("float", "int"):
+        return None
+    hint = f" (to pass the text, quote it: -p {name} \"'{value}'\")" if expected == "str" else ""
+    return f"parameter {name} is {default} ({expected}) in the notebook; got {value!r} ({given}){hint}"
+
+
+def check_parameters(notebooks: list[NotebookInfo], values: dict) -> None:
+    """Raise ``ValueError`` unless every name in ``values`` is in each readable notebook's
+    ``parameters`` cell and every value has the type of the literal there."""
+    problems = []
+    for nb in notebooks:
+        if nb.error is not None or not values:
+            continue
+        known = parameters(nb.path)
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            problems.append(f"{nb.display_path}: unknown parameter(s) {', '.join(unknown)}; "
+                            f"its parameters are: {', '.join(sorted(known)) or '(none)'}")
+        problems += [f"{nb.display_path}: {why}" for name, value in values.items() if name in known
+                     if (why := type_mismatch(name, value, known[name])) is not None]
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
 def index_markdown(notebooks: list[NotebookInfo]) -> str:
     """The text of ``notebooks/README.md``: one row per paper notebook."""
     if not notebooks:
         return INDEX_HEADER + "No paper notebooks yet; start from [`_template.ipynb`](_template.ipynb).\n"
     rows = ["| notebook | area | tier | paper | year |", "|---|---|---|---|---|"]
-    for nb in notebooks:
+    for nb in (nb for nb in notebooks if nb.error is None):
         rows.append(f"| [`{nb.key}`]({nb.rel}) | {nb.area} | {nb.tier} | {nb.title} | {nb.meta.get('year', '?')} |")
     return INDEX_HEADER + "\n".join(rows) + "\n\nNew notebooks start from [`_template.ipynb`](_template.ipynb).\n"

@@ -1,27 +1,47 @@
 """The batch runner behind ``commlab run``: execute notebooks headlessly, collect their claims.
 
-Each notebook runs in its own child process (:mod:`commlab.lab.execute`) with its own folder as
-working directory and its share of the cores; the executed copy goes to ``out_dir/<area>/<slug>.ipynb``
-with a log beside it. A notebook that errors or times out never stops the others. After every
-finished notebook, ``summary.json`` and ``summary.md`` are rewritten atomically.
+Each notebook runs in its own child process (:mod:`commlab.lab.execute`), in a session of its own,
+with its own folder as working directory and its share of the cores; the executed copy goes to
+``out_dir/<area>/<slug>.ipynb`` with a log beside it. A notebook that errors or times out never stops
+the others. After every finished notebook, ``summary.json`` and ``summary.md`` are rewritten
+atomically. One batch at a time writes into an output folder (:mod:`commlab.lab.lock`).
+
+SIGINT (Ctrl-C) or SIGTERM stops the batch: no queued notebook starts, every running executor and
+its kernel and their children are killed, and the summary records the signal, what finished and
+what never started (the CLI then exits with 128 + the signal's number: 130 or 143).
+
+A notebook's ``status`` is one of :data:`STATUSES`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import psutil
 
 from commlab.lab import summary as summaries
 from commlab.lab.claims import MIME
-from commlab.lab.notebooks import NotebookInfo, parameters, read_cells
+from commlab.lab.lock import RunLock
+from commlab.lab.notebooks import NotebookInfo, check_parameters, read_cells
 from commlab.lab.paths import git_commit
+from commlab.lab.progress import Progress
+
+STATUSES = ("ok", "claims_failed", "error", "timeout", "interrupted", "not_started")
+"""``ok``: ran to the end and no blocking claim failed; ``claims_failed``: ran to the end but a
+blocking claim failed; ``error``: a cell raised or the notebook could not be read or started;
+``timeout``: killed after ``--timeout`` seconds; ``interrupted``: killed by a signal to the batch;
+``not_started``: still queued when the batch was stopped."""
+
+POLL_S = 0.5
+"""How often the batch loop looks at signals, finished notebooks and the progress display, in seconds."""
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "COMMLAB_THREADS")
@@ -32,19 +52,6 @@ def available_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-def check_parameters(notebooks: list[NotebookInfo], names) -> None:
-    """Raise ``ValueError`` if a name in ``names`` is not in every notebook's ``parameters`` cell."""
-    problems = []
-    for nb in notebooks:
-        known = parameters(nb.path)
-        unknown = sorted(set(names) - set(known))
-        if unknown:
-            problems.append(f"{nb.display_path}: unknown parameter(s) {', '.join(unknown)}; "
-                            f"its parameters are: {', '.join(sorted(known)) or '(none)'}")
-    if problems:
-        raise ValueError("\n".join(problems))
 
 
 def read_claims(executed: Path) -> dict | None:
@@ -64,13 +71,20 @@ def _running_cell(executed: Path) -> int | None:
     return None
 
 
-def _kill_tree(pid: int) -> None:
-    """Terminate a process and all its descendants (the kernel runs in its own session)."""
-    try:
-        parent = psutil.Process(pid)
-        family = parent.children(recursive=True) + [parent]
-    except psutil.NoSuchProcess:
-        return
+
+def kill_trees(pids) -> None:
+    """Terminate each process in ``pids`` with all its descendants, then kill what is left after 5 s.
+
+    Every family is collected before anything is signalled, so a child whose parent dies first is
+    not lost; a kernel runs in a session of its own, so its process group is signalled too.
+    """
+    family = []
+    for pid in pids:
+        try:
+            parent = psutil.Process(pid)
+            family += [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
     for proc in family:
         try:
             proc.terminate()
@@ -85,8 +99,75 @@ def _kill_tree(pid: int) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
-def run_one(nb: NotebookInfo, *, out_dir: Path, timeout: float, params: dict, threads: int) -> dict:
-    """Execute one notebook and return its ``summary.json`` entry."""
+class Batch:
+    """What the batch loop and the notebook threads share: the stop request and the running executors."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.signal: int | None = None
+        self._lock = threading.Lock()
+        self._running: dict[str, tuple[subprocess.Popen, float]] = {}
+        self._killed: set[int] = set()
+
+    def request_stop(self, signum: int, _frame=None) -> None:
+        """A signal handler: remember the first signal and stop the batch (the loop does the killing)."""
+        self.signal = self.signal or signum
+        self.stop.set()
+
+    def start(self, key: str, command: list[str], **popen) -> subprocess.Popen | None:
+        """Start an executor in its own session unless the batch is stopping (then None)."""
+        with self._lock:
+            if self.stop.is_set():
+                return None
+            proc = subprocess.Popen(command, start_new_session=True, **popen)
+            self._running[key] = (proc, time.monotonic())
+            return proc
+
+    def finished(self, key: str) -> None:
+        with self._lock:
+            self._running.pop(key, None)
+
+    def running(self) -> dict[str, float]:
+        """``{key: start time}`` of the executors running now."""
+        with self._lock:
+            return {key: started for key, (_, started) in self._running.items()}
+
+    def kill_running(self) -> None:
+        with self._lock:
+            pids = [proc.pid for proc, _ in self._running.values() if proc.pid not in self._killed]
+            self._killed.update(pids)
+        kill_trees(pids)
+
+
+def _entry(nb: NotebookInfo, out_dir: Path, params: dict, **fields) -> dict:
+    executed = out_dir / nb.rel
+    record = fields.pop("record", None) or {}
+    return {
+        "path": nb.display_path,
+        "title": nb.title,
+        "area": nb.area,
+        "tier": nb.tier,
+        "parameters": params,
+        "status": fields.pop("status"),
+        "seconds": fields.pop("seconds", 0.0),
+        "cpu_seconds": record.get("cpu_seconds"),
+        "error": fields.pop("error", None),
+        "attempts": fields.pop("attempts", 0),
+        "executed": executed.relative_to(out_dir).as_posix(),
+        "claims": record.get("claims", []),
+    }
+
+
+def run_one(nb: NotebookInfo, *, out_dir: Path, timeout: float, params: dict, threads: int,
+            batch: Batch | None = None, progress: Progress | None = None) -> dict:
+    """Execute one notebook and return its ``summary.json`` entry.
+
+    ``params`` are the ``-p`` overrides; ``params["profile"]`` is passed too but not recorded as one.
+    """
+    batch = batch or Batch()
+    overrides = {name: value for name, value in params.items() if name != "profile"}
+    if nb.error is not None:
+        return _entry(nb, out_dir, overrides, status="error", error=nb.error)
     executed = out_dir / nb.rel
     log = executed.with_suffix(".log")
     result_file = executed.with_suffix(".result.json")
@@ -104,45 +185,60 @@ def run_one(nb: NotebookInfo, *, out_dir: Path, timeout: float, params: dict, th
         with open(log, "w" if attempts == 1 else "a", encoding="utf-8") as handle:
             handle.write(f"--- attempt {attempts}: {' '.join(command)}\n")
             handle.flush()
-            proc = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
+            proc = batch.start(nb.key, command, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL)
+            if proc is None:
+                return _entry(nb, out_dir, overrides, status="not_started" if attempts == 1 else "interrupted",
+                              seconds=round(time.monotonic() - start, 2), attempts=attempts - 1)
+            if attempts == 1 and progress is not None:
+                progress.started(nb.key)
             try:
                 proc.wait(timeout=max(1.0, timeout - (time.monotonic() - start)))
             except subprocess.TimeoutExpired:
-                _kill_tree(proc.pid)
+                kill_trees([proc.pid])
                 cell = _running_cell(executed)
                 where = f" while cell {cell} was running" if cell is not None else ""
                 status, error = "timeout", f"timed out after {timeout:g} s{where}"
                 break
+            finally:
+                batch.finished(nb.key)
         try:
             outcome = json.loads(result_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            status, error = "error", f"executor exited with code {proc.returncode}; see {log.name}"
+            if batch.stop.is_set():
+                cell = _running_cell(executed)
+                where = f" while cell {cell} was running" if cell is not None else ""
+                status, error = "interrupted", f"stopped by {signal.Signals(batch.signal).name}{where}"
+            else:
+                status, error = "error", f"executor exited with code {proc.returncode}; see {log.name}"
             break
         result_file.unlink(missing_ok=True)
         if outcome["outcome"] == "kernel_start" and attempts == 1:
             continue
         if outcome["outcome"] == "kernel_start":
             status, error = "error", f"kernel failed to start twice: {outcome['error']}"
-        elif outcome["outcome"] in ("ok", "claims_failed"):
-            status, error = "ok", None  # a failed claim is reported in the claims, not as an error
+        elif outcome["outcome"] == "ok":
+            status, error = "ok", None
+        elif outcome["outcome"] == "claims_failed":
+            status, error = "claims_failed", None  # the failed claims themselves are in the claims
         else:
             status, error = "error", outcome["error"]
         break
-    record = read_claims(executed) or {}
-    return {
-        "path": nb.display_path,
-        "title": nb.title,
-        "area": nb.area,
-        "tier": nb.tier,
-        "status": status,
-        "seconds": round(time.monotonic() - start, 2),
-        "cpu_seconds": record.get("cpu_seconds"),
-        "error": error,
-        "attempts": attempts,
-        "executed": executed.relative_to(out_dir).as_posix(),
-        "claims": record.get("claims", []),
-    }
+    return _entry(nb, out_dir, overrides, status=status, error=error, attempts=attempts,
+                  seconds=round(time.monotonic() - start, 2), record=read_claims(executed))
+
+
+def _prepare(out_dir: Path) -> Path:
+    """Create ``out_dir`` and check that it is writable; an ``OSError`` says which folder and why."""
+    out_dir = Path(out_dir).resolve()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OSError(f"cannot write into the output folder {out_dir}: {error.strerror or error}") from None
+    return out_dir
 
 
 def run(notebooks: list[NotebookInfo], *, profile: str = "quick", out_dir: Path, jobs: int | None = None,
@@ -150,16 +246,25 @@ def run(notebooks: list[NotebookInfo], *, profile: str = "quick", out_dir: Path,
     """Execute ``notebooks`` and return the summary (also written to ``out_dir``).
 
     Args:
-        notebooks: from :func:`commlab.lab.notebooks.select`.
+        notebooks: from :func:`commlab.lab.notebooks.select`; at least one.
         profile: passed to every notebook as the ``profile`` parameter.
-        out_dir: where executed copies, logs, figures of quick runs and the summaries go.
+        out_dir: where executed copies, logs, figures of quick runs and the summaries go; it must
+            be writable and no other batch may be writing into it.
         jobs: notebooks run at once (default: the number of cores); each gets
             ``max(1, cores // jobs)`` threads.
         timeout: wall-clock seconds allowed per notebook.
-        params: extra parameters; every name must exist in each notebook's ``parameters`` cell
-            (checked before anything runs).
+        params: extra parameters; every name must exist in each notebook's ``parameters`` cell and
+            every value must have the type of its literal there (checked before anything runs).
+        progress: show which notebooks are running (:mod:`commlab.lab.progress`).
+
+    Raises:
+        ValueError: bad arguments, unknown parameters or values of the wrong type.
+        OSError: ``out_dir`` cannot be written.
+        commlab.lab.lock.BatchLocked: another batch is writing into ``out_dir``.
     """
     params = dict(params or {})
+    if not notebooks:
+        raise ValueError("no notebooks to run")
     if "profile" in params:
         raise ValueError("pass the profile with --profile, not as a parameter")
     if jobs is not None and jobs < 1:
@@ -167,31 +272,52 @@ def run(notebooks: list[NotebookInfo], *, profile: str = "quick", out_dir: Path,
     if not timeout > 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
     check_parameters(notebooks, params)
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _prepare(out_dir)
+    with RunLock(out_dir):
+        return _run_batch(notebooks, profile=profile, out_dir=out_dir, jobs=jobs, timeout=timeout,
+                          params=params, progress=progress)
+
+
+def _run_batch(notebooks, *, profile, out_dir, jobs, timeout, params, progress) -> dict:
     cores = available_cores()
-    jobs = min(jobs or cores, max(1, len(notebooks)))
+    jobs = min(jobs or cores, len(notebooks))
     threads = max(1, cores // jobs)
     summary = {"profile": profile, "commit": git_commit(), "jobs": jobs, "threads_per_job": threads,
-               "notebooks": []}
+               "selected": len(notebooks), "interrupted": None, "notebooks": []}
     summaries.write(summary, out_dir)
-    bar = _progress(len(notebooks), progress)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(run_one, nb, out_dir=out_dir, timeout=timeout,
-                               params={"profile": profile, **params}, threads=threads): nb
-                   for nb in notebooks}
-        for future in as_completed(futures):
-            entry = future.result()
-            summary["notebooks"].append(entry)
-            summary["notebooks"].sort(key=lambda e: e["path"])
-            summaries.write(summary, out_dir)
-            bar.set_postfix_str(f"{Path(entry['path']).stem}: {entry['status']}")
-            bar.update()
-    bar.close()
+    batch = Batch()
+    watching = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, batch.request_stop) for signum in (signal.SIGINT, signal.SIGTERM)
+                } if watching else {}
+    display = Progress(len(notebooks), enabled=progress)
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            pending = {pool.submit(run_one, nb, out_dir=out_dir, timeout=timeout,
+                                   params={"profile": profile, **params}, threads=threads,
+                                   batch=batch, progress=display): nb
+                       for nb in notebooks}
+            while pending:
+                done, _ = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                for future in done:
+                    nb = pending.pop(future)
+                    entry = (_entry(nb, out_dir, params, status="not_started") if future.cancelled()
+                             else future.result())
+                    summary["notebooks"].append(entry)
+                    summary["notebooks"].sort(key=lambda e: e["path"])
+                    summaries.write(summary, out_dir)
+                    if entry["status"] != "not_started":
+                        display.done(entry)
+                if batch.stop.is_set():
+                    if summary["interrupted"] is None:
+                        summary["interrupted"] = signal.Signals(batch.signal).name
+                        display.message(f"{summary['interrupted']}: stopping; no queued notebook will start")
+                    for future in pending:
+                        future.cancel()
+                    batch.kill_running()
+                display.tick(batch.running())
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        display.close()
+    summaries.write(summary, out_dir)
     return summary
-
-
-def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="notebook", desc="notebooks", disable=not enabled, file=sys.stderr)

@@ -8,11 +8,19 @@ from commlab import cli
 from commlab.lab.notebooks import discover, index_markdown
 
 
-def test_list_shows_area_tier_and_title(fixtures_dir, capsys):
+def test_list_shows_a_header_then_tier_year_and_title(fixtures_dir, capsys):
     assert cli.main(["--notebooks", str(fixtures_dir), "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == len(discover(fixtures_dir)) == 5
-    assert lines[0].split() == ["lab/broken", "lab", "-", "Fixture:", "broken"]
+    assert len(lines) == 1 + len(discover(fixtures_dir)) == 7
+    assert lines[0].split() == ["notebook", "tier", "year", "paper"]
+    assert lines[1].split() == ["lab/broken", "-", "2026", "Fixture:", "broken"]
+
+
+def test_list_fits_100_columns_with_the_real_notebooks(capsys):
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 10 and max(len(line) for line in lines) <= 100
+    assert any(line.endswith("…") for line in lines)  # long titles are cut, not wrapped into the next row
 
 
 def test_write_index_writes_the_generated_index(fixtures_dir, tmp_path):

@@ -39,12 +39,14 @@ def test_a_broken_notebook_is_reported_while_the_others_complete(fixtures_dir, t
     (claim,) = entries["passing"]["claims"]
     assert claim["passed"] and claim["measured"] == 4950 and claim["status"] == "pass"
     failing = {c["id"]: c for c in entries["failing_claim"]["claims"]}
-    assert entries["failing_claim"]["status"] == "ok"
+    assert entries["failing_claim"]["status"] == "claims_failed" and entries["failing_claim"]["error"] is None
     assert [failing[k]["status"] for k in ("holds", "too-big", "uncertain")] == ["pass", "fail", "fail"]
     assert failing["uncertain"]["blocking"] is False
     markdown = (out / "summary.md").read_text()
     assert "notebooks/lab/broken.ipynb" in markdown and "deliberately broken fixture" in markdown
     assert "not reproduced at this scale" in markdown
+    assert "| `notebooks/lab/failing_claim.ipynb` | claims failed |" in markdown
+    assert "**FAILED** — 1 claims failed, 1 error, 1 ok of 3 notebooks." in markdown
     assert (out / "lab" / "passing.ipynb").is_file()
     assert "summary:" in capsys.readouterr().out
 
@@ -68,14 +70,22 @@ def _kernels_in(folder: Path) -> list:
     return found
 
 
-def test_a_slow_notebook_times_out_and_its_kernel_is_stopped(fixtures_dir, tmp_path):
+def test_a_slow_notebook_times_out_its_kernel_is_stopped_and_progress_names_it(fixtures_dir, tmp_path,
+                                                                             monkeypatch, capsys):
+    monkeypatch.setattr("commlab.lab.progress.HEARTBEAT_S", 1.0)
     assert _kernels_in(fixtures_dir / "lab") == []
-    summary = run(select(fixtures_dir, ["slow"]), out_dir=tmp_path, timeout=8, progress=False)
+    summary = run(select(fixtures_dir, ["slow"]), out_dir=tmp_path, timeout=8)
     (entry,) = summary["notebooks"]
     assert entry["status"] == "timeout"
     assert entry["error"].startswith("timed out after 8 s")
     assert entry["seconds"] < 30
     assert _kernels_in(fixtures_dir / "lab") == []
+    log = capsys.readouterr().err.splitlines()  # not a terminal: one line per event and a heartbeat
+    assert log[0] == "[0/1] started lab/slow"
+    heartbeats = [line for line in log if line.startswith("[0/1] running: lab/slow ")]
+    assert len(heartbeats) >= 4 and heartbeats[-1].endswith(" s")
+    assert int(heartbeats[-1].split()[-2]) >= 5  # the elapsed time counts up
+    assert log[-1].startswith("[1/1] timeout lab/slow (")
 
 
 def test_unknown_parameters_are_rejected_before_anything_runs(fixtures_dir, tmp_path, capsys):
@@ -88,10 +98,13 @@ def test_unknown_parameters_are_rejected_before_anything_runs(fixtures_dir, tmp_
     assert not out.exists()
 
 
-def test_parameters_reach_the_notebook(fixtures_dir, tmp_path):
+def test_parameters_reach_the_notebook_and_are_recorded(fixtures_dir, tmp_path):
     summary = run(select(fixtures_dir, ["passing"]), out_dir=tmp_path, params={"n": 10}, progress=False)
-    (claim,) = summary["notebooks"][0]["claims"]
+    (entry,) = summary["notebooks"]
+    (claim,) = entry["claims"]
     assert claim["measured"] == 45 and claim["passed"]
+    assert entry["parameters"] == {"n": 10}
+    assert "| 1/1 | n=10 |" in (tmp_path / "summary.md").read_text()
 
 
 def test_unmatched_patterns_are_an_error(fixtures_dir):
@@ -157,13 +170,13 @@ def test_the_template_runs_and_writes_its_figure_under_the_run_folder(tmp_path):
 
 def test_report_turns_a_summary_into_results(fixtures_dir, tmp_path, monkeypatch):
     summary = run(select(fixtures_dir, ["failing_claim"]), out_dir=tmp_path / "run", progress=False)
-    assert summary["notebooks"][0]["status"] == "ok"
+    assert summary["notebooks"][0]["status"] == "claims_failed"
     monkeypatch.setenv("COMMLAB_ROOT", str(tmp_path))
     results = tmp_path / "RESULTS.md"
     assert cli.main(["report", str(tmp_path / "run" / "summary.json"), "--out", str(results)]) == 0
     text = results.read_text()
     assert "## Fixture: failing_claim" in text
-    assert "| Fixture: failing_claim | `notebooks/lab/failing_claim.ipynb` | ok | 1/3 |" in text
+    assert "| Fixture: failing_claim | `notebooks/lab/failing_claim.ipynb` | claims failed | 1/3 |" in text
     assert "| `too-big` | sum(range(n)) exceeds n^2 | 4950 | > 10000 | FAIL |" in text
     assert "not reproduced at this scale" in text
 
