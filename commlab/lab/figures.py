@@ -33,6 +33,9 @@ STYLE = {
 
 FORMATS = ("png", "svg", "pdf")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+STAMP_GID = "commlab-stamp"
+STAMP_GAP_IN = 0.06
+"""Space between the lowest drawn element and the top of the provenance stamp, in inches."""
 
 
 def use_style() -> None:
@@ -40,10 +43,30 @@ def use_style() -> None:
     mpl.rcParams.update(STYLE)
 
 
+def place_stamp(fig, stamp: str):
+    """Write ``stamp`` small in a margin of its own below everything ``fig`` draws, right-aligned.
+
+    The figure is drawn once without the stamp to measure its content (axes with their tick and
+    axis labels, legends, figure texts); the stamp's top then sits :data:`STAMP_GAP_IN` below the
+    lowest of them, so it never overlaps a label, however long. Saving with ``bbox_inches="tight"``
+    grows the image to take it in. Calling it again moves the one stamp. Returns the stamp's Text.
+    """
+    text = next((t for t in fig.texts if t.get_gid() == STAMP_GID), None)
+    if text is None:
+        text = fig.text(0, 0, stamp, ha="right", va="top", fontsize=6, color="0.5", gid=STAMP_GID)
+    text.set_text(stamp)
+    text.set_visible(False)
+    fig.canvas.draw()  # runs the layout engine, so the measured content is where it will be saved
+    content = fig.get_tightbbox(fig.canvas.get_renderer())  # inches; the hidden stamp is left out
+    text.set_position((content.x1 / fig.get_figwidth(), (content.y0 - STAMP_GAP_IN) / fig.get_figheight()))
+    text.set_visible(True)
+    return text
+
+
 def save_figure(fig, directory: str | Path, name: str, stamp: str,
                 formats: Iterable[str] = ("png", "svg")) -> list[Path]:
     """Save ``fig`` as ``directory/name.<fmt>`` for each format, with ``stamp`` written small in
-    the bottom-right corner and into the file metadata.
+    its own margin below the figure's content (:func:`place_stamp`) and into the file metadata.
 
     Args:
         fig: a matplotlib ``Figure``.
@@ -60,13 +83,11 @@ def save_figure(fig, directory: str | Path, name: str, stamp: str,
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or "png" not in formats:
         raise ValueError(f"formats must include 'png' and be among {FORMATS}, got {formats}")
-    if not any(text.get_gid() == "commlab-stamp" for text in fig.texts):
-        fig.text(0.995, 0.005, stamp, ha="right", va="bottom", fontsize=6, color="0.5",
-                 gid="commlab-stamp")
+    place_stamp(fig, stamp)
     written = []
     for fmt in formats:
         metadata = {"Description": stamp} if fmt != "svg" else {"Description": stamp, "Date": None}
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, metadata=metadata)
+        fig.savefig(buffer, format=fmt, metadata=metadata, bbox_inches="tight")
         written.append(atomic_write_bytes(Path(directory) / f"{name}.{fmt}", buffer.getvalue()))
     return written

@@ -73,3 +73,26 @@ def test_save_figure_rejects_bad_names_and_formats(tmp_path, name, formats):
     with pytest.raises(ValueError):
         save_figure(fig, tmp_path, name, "stamp", formats)
     plt.close(fig)
+
+
+@pytest.mark.parametrize("layout", [None, "constrained"])
+def test_the_stamp_sits_in_its_own_margin_below_long_labels_and_legends(tmp_path, layout):
+    fig, (left, right) = plt.subplots(1, 2, figsize=(6.4, 3.0), layout=layout)
+    names = [f"a rather long category label {i}" for i in range(6)]
+    left.bar(names, range(6), label="bars")
+    left.tick_params(axis="x", labelrotation=60)
+    left.set_xlabel("category, with a long axis label underneath the rotated ticks")
+    right.plot(range(6), label="line")
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35))  # a legend below the axes
+    fig.legend(loc="lower left")
+    save_figure(fig, tmp_path, "long_labels", "commlab 0.1.0 · quick · seed 0 · 0123456789-dirty")
+    renderer = fig.canvas.get_renderer()
+    (stamp,) = [t for t in fig.texts if t.get_gid() == "commlab-stamp"]
+    box = stamp.get_window_extent(renderer)
+    others = [ax.get_tightbbox(renderer) for ax in fig.axes]
+    others += [legend.get_window_extent(renderer) for legend in [right.get_legend(), *fig.legends]]
+    assert all(not box.overlaps(other) for other in others)
+    assert box.y1 < min(other.y0 for other in others)  # below everything, not squeezed beside it
+    saved = fig.get_tightbbox(renderer)  # what bbox_inches="tight" writes, in inches
+    assert saved.y0 * fig.dpi <= box.y0 + 0.5 and box.x1 <= saved.x1 * fig.dpi + 0.5
+    plt.close(fig)
