@@ -1,8 +1,12 @@
 """Every committed notebook follows the template (design.md, "Notebook template")."""
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
+import nbformat
 import papermill
 import pytest
 
@@ -75,3 +79,39 @@ def test_paper_notebooks_live_in_their_area_under_their_slug(paper):
 def test_index_lists_every_notebook():
     assert (NOTEBOOKS / "README.md").read_text(encoding="utf-8") == index_markdown(PAPERS), (
         "notebooks/README.md is out of date: run `commlab list --write-index`")
+
+
+def test_notebooks_are_stored_exactly_as_jupyterlab_saves_them(notebook):
+    """JupyterLab's server saves with ``nbformat.write``: opening and saving changes no byte."""
+    text = notebook.read_text(encoding="utf-8")
+    saved = nbformat.writes(nbformat.reads(text, as_version=nbformat.NO_CONVERT), version=nbformat.NO_CONVERT)
+    assert text == saved + ("" if saved.endswith("\n") else "\n"), (
+        "not in the form JupyterLab writes: run `nbstripout` on it, or open and save it in `make lab`")
+
+
+def _strip_keys() -> str:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8").replace("\\\n", " ")
+    return " ".join(re.search(r"^STRIP_KEYS := (.*)$", makefile, re.MULTILINE).group(1).split())
+
+
+def test_the_git_filter_undoes_what_a_jupyterlab_session_adds(tmp_path):
+    """What `make lab` configures as the git filter turns a notebook run and saved in JupyterLab back
+    into the committed bytes, so `git status` stays clean."""
+    committed = NOTEBOOKS / "compression" / "ef21w_error_feedback_reloaded.ipynb"
+    nb = nbformat.read(committed, as_version=4)
+    nb.metadata.language_info.update({"codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py",
+                                      "mimetype": "text/x-python", "nbconvert_exporter": "python",
+                                      "pygments_lexer": "ipython3", "version": sys.version.split()[0]})
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2}}
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.execution_count = 7
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="output\n")]
+            cell.metadata["scrolled"] = True
+            cell.metadata["execution"] = {"iopub.execute_input": "2026-12-02T05:00:00.000Z"}
+    edited = tmp_path / "edited.ipynb"
+    nbformat.write(nb, edited)
+    assert edited.read_text(encoding="utf-8") != committed.read_text(encoding="utf-8")
+    cleaned = subprocess.run([sys.executable, "-m", "nbstripout", "--textconv", "--extra-keys", _strip_keys(),
+                              str(edited)], capture_output=True, text=True, check=True).stdout
+    assert cleaned == committed.read_text(encoding="utf-8")
