@@ -29,10 +29,10 @@ def quick_run(tmp_path_factory) -> dict:
 @pytest.mark.parametrize("paper", PAPERS, ids=lambda nb: nb.key)
 def test_notebook_runs_and_its_claims_hold(paper, quick_run):
     entry = quick_run[paper.display_path]
-    assert entry["status"] == "ok", entry["error"]
-    assert entry["claims"], "no claims recorded"
     failures = blocking_failures(entry)
     assert not failures, [(c["id"], c["measured"], c["expected"]) for c in failures]
+    assert entry["status"] == "ok", entry["error"]
+    assert entry["claims"], "no claims recorded"
     cpu = entry["cpu_seconds"]
     assert cpu <= MAX_CPU_SECONDS, f"{cpu:.0f} CPU-s is over the quick budget"
     if cpu > WARN_CPU_SECONDS:
