@@ -63,16 +63,11 @@ def to_jsonable(value):
     raise TypeError(f"measured value must be a number, bool, string or a list of them, got {type(value)}")
 
 
-def _is_nan(value) -> bool:
+def _holds(value, markers: tuple[str, ...]) -> bool:
+    """Whether a JSON-able measured value is, or contains, one of the non-finite ``markers``."""
     if isinstance(value, list):
-        return any(_is_nan(v) for v in value)
-    return value == "nan"
-
-
-def _is_nonfinite(value) -> bool:
-    if isinstance(value, list):
-        return any(_is_nonfinite(v) for v in value)
-    return isinstance(value, str) and value in ("nan", "inf", "-inf")
+        return any(_holds(v, markers) for v in value)
+    return isinstance(value, str) and value in markers
 
 
 @dataclass(frozen=True)
@@ -171,10 +166,10 @@ class Claims:
         threshold = to_jsonable(threshold)
         if self.profile not in profiles:
             status = "skip"
-        elif _is_nan(measured):
+        elif _holds(measured, ("nan",)):
             raise ValueError(f"claim {id!r}: the measured value is NaN ({measured!r}); a NaN is not a "
                              f"measurement (did the run diverge, or is the value computed from nothing?)")
-        elif _is_nonfinite(measured):
+        elif _holds(measured, ("inf", "-inf")):
             status = "fail"
         else:
             try:

@@ -64,19 +64,19 @@ def read_claims(executed: Path) -> dict | None:
     return record
 
 
-def _running_cell(executed: Path) -> int | None:
+def _while_running(executed: Path) -> str:
+    """`` while cell N was running`` for the cell papermill marked as running, else ``""``."""
     for index, cell in enumerate(read_cells(executed) or []):
         if cell.get("metadata", {}).get("papermill", {}).get("status") == "running":
-            return index
-    return None
-
+            return f" while cell {index} was running"
+    return ""
 
 
 def kill_trees(pids) -> None:
     """Terminate each process in ``pids`` with all its descendants, then kill what is left after 5 s.
 
     Every family is collected before anything is signalled, so a child whose parent dies first is
-    not lost; a kernel runs in a session of its own, so its process group is signalled too.
+    not lost (the kernel runs in a session of its own, but it is still a descendant of its executor).
     """
     family = []
     for pid in pids:
@@ -139,21 +139,22 @@ class Batch:
         kill_trees(pids)
 
 
-def _entry(nb: NotebookInfo, out_dir: Path, params: dict, **fields) -> dict:
-    executed = out_dir / nb.rel
-    record = fields.pop("record", None) or {}
+def _entry(nb: NotebookInfo, params: dict, *, status: str, seconds: float = 0.0,
+           error: str | None = None, attempts: int = 0, record: dict | None = None) -> dict:
+    """A notebook's ``summary.json`` entry; ``record`` is the claims record read back, if any."""
+    record = record or {}
     return {
         "path": nb.display_path,
         "title": nb.title,
         "area": nb.area,
         "tier": nb.tier,
         "parameters": params,
-        "status": fields.pop("status"),
-        "seconds": fields.pop("seconds", 0.0),
+        "status": status,
+        "seconds": seconds,
         "cpu_seconds": record.get("cpu_seconds"),
-        "error": fields.pop("error", None),
-        "attempts": fields.pop("attempts", 0),
-        "executed": executed.relative_to(out_dir).as_posix(),
+        "error": error,
+        "attempts": attempts,
+        "executed": nb.rel,
         "claims": record.get("claims", []),
     }
 
@@ -167,7 +168,7 @@ def run_one(nb: NotebookInfo, *, out_dir: Path, timeout: float, params: dict, th
     batch = batch or Batch()
     overrides = {name: value for name, value in params.items() if name != "profile"}
     if nb.error is not None:
-        return _entry(nb, out_dir, overrides, status="error", error=nb.error)
+        return _entry(nb, overrides, status="error", error=nb.error)
     executed = out_dir / nb.rel
     log = executed.with_suffix(".log")
     result_file = executed.with_suffix(".result.json")
@@ -188,7 +189,7 @@ def run_one(nb: NotebookInfo, *, out_dir: Path, timeout: float, params: dict, th
             proc = batch.start(nb.key, command, env=env, stdout=handle, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)
             if proc is None:
-                return _entry(nb, out_dir, overrides, status="not_started" if attempts == 1 else "interrupted",
+                return _entry(nb, overrides, status="not_started" if attempts == 1 else "interrupted",
                               seconds=round(time.monotonic() - start, 2), attempts=attempts - 1)
             if attempts == 1 and progress is not None:
                 progress.started(nb.key)
@@ -196,9 +197,7 @@ def run_one(nb: NotebookInfo, *, out_dir: Path, timeout: float, params: dict, th
                 proc.wait(timeout=max(1.0, timeout - (time.monotonic() - start)))
             except subprocess.TimeoutExpired:
                 kill_trees([proc.pid])
-                cell = _running_cell(executed)
-                where = f" while cell {cell} was running" if cell is not None else ""
-                status, error = "timeout", f"timed out after {timeout:g} s{where}"
+                status, error = "timeout", f"timed out after {timeout:g} s{_while_running(executed)}"
                 break
             finally:
                 batch.finished(nb.key)
@@ -206,9 +205,8 @@ def run_one(nb: NotebookInfo, *, out_dir: Path, timeout: float, params: dict, th
             outcome = json.loads(result_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             if batch.stop.is_set():
-                cell = _running_cell(executed)
-                where = f" while cell {cell} was running" if cell is not None else ""
-                status, error = "interrupted", f"stopped by {signal.Signals(batch.signal).name}{where}"
+                status = "interrupted"
+                error = f"stopped by {signal.Signals(batch.signal).name}{_while_running(executed)}"
             else:
                 status, error = "error", f"executor exited with code {proc.returncode}; see {log.name}"
             break
@@ -224,7 +222,7 @@ def run_one(nb: NotebookInfo, *, out_dir: Path, timeout: float, params: dict, th
         else:
             status, error = "error", outcome["error"]
         break
-    return _entry(nb, out_dir, overrides, status=status, error=error, attempts=attempts,
+    return _entry(nb, overrides, status=status, error=error, attempts=attempts,
                   seconds=round(time.monotonic() - start, 2), record=read_claims(executed))
 
 
@@ -300,7 +298,7 @@ def _run_batch(notebooks, *, profile, out_dir, jobs, timeout, params, progress) 
                 done, _ = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
                 for future in done:
                     nb = pending.pop(future)
-                    entry = (_entry(nb, out_dir, params, status="not_started") if future.cancelled()
+                    entry = (_entry(nb, params, status="not_started") if future.cancelled()
                              else future.result())
                     summary["notebooks"].append(entry)
                     summary["notebooks"].sort(key=lambda e: e["path"])
