@@ -1,0 +1,212 @@
+"""Small seeded runs of every training algorithm, recorded as regression fixtures.
+
+Each case runs one method for a few steps (or rounds) on a ``SimComm`` with a link and a simulated
+compute time, on a tiny least-squares problem whose worker ``i`` has its own data, and returns its
+trace: the iterates after every step, the meter's bytes and the simulated clock. The stored traces
+(``tests/fixtures/regression/<case>.pt``) were recorded before the layout redesign of issue 15; the
+test checks that the code of today reproduces them bit for bit. Record again (``python
+tests/regression/record.py``) only for a deliberate change of numerics, and say so in the commit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from commlab.compress import QSGD, TopK
+from commlab.distributed import Link, SimComm
+from commlab.distributed.membership import Membership
+from commlab.distributed.compressed import compressed_round
+from commlab.distributed.dgc import DGC, DensityWarmup
+from commlab.distributed.fl import FedAvg, FedEF, Scafcom, Scaffold, Scallion
+from commlab.distributed.gossip import Schedule, decentralized_sgd, ring
+from commlab.distributed.onebit_adam import OneBitAdam
+from commlab.distributed.outer import CO2, DataParallel, DiLoCo, LocalSGD, NoLoCo, StreamingDiLoCo
+from commlab.distributed.schemes import gradient_scheme
+from commlab.distributed.spsa import SharedSeedSPSA
+from commlab.lab.seeding import seeded_init
+from commlab.distributed.data_parallel import DataParallelTrainer
+
+N, D, STEPS = 3, 24, 12
+LINK = Link(bandwidth=1e6, latency=1e-3)
+STEP_SECONDS = 0.01
+
+
+def problem(n: int = N, d: int = D):
+    """Worker i's least squares f_i(x) = ||A_i x - b_i||^2 / (2m): ``A [n, m, d]``, ``b [n, m]`` (float32)."""
+    generator = torch.Generator().manual_seed(1234)
+    A = torch.randn(n, 16, d, generator=generator)
+    b = torch.randn(n, 16, generator=generator)
+    return A, b
+
+
+def gradients(x: torch.Tensor, workers: torch.Tensor | None = None) -> torch.Tensor:
+    """``[L, d]`` gradients of the workers ``workers`` (default: rows 0..L-1) at ``x [L, d]``."""
+    A, b = problem()
+    workers = torch.arange(x.shape[0]) if workers is None else workers
+    A, b = A[workers], b[workers]
+    residual = torch.einsum("lmd,ld->lm", A, x) - b
+    return torch.einsum("lmd,lm->ld", A, residual) / A.shape[1]
+
+
+def start(n: int = N, d: int = D) -> torch.Tensor:
+    return torch.linspace(-1, 1, d).repeat(n, 1).contiguous()
+
+
+def trace_of(comm, iterates) -> dict:
+    return {"iterates": torch.stack(iterates), "bytes": comm.meter.bytes_sent.clone(),
+            "clock": torch.tensor(comm.clock, dtype=torch.float64)}
+
+
+def per_step(make, steps: int = STEPS, n: int = N) -> dict:
+    """A per-step method: ``make(comm, params)`` builds it; each step feeds it the workers' gradients."""
+    comm = SimComm(n, link=LINK)
+    params = start(n)
+    method = make(comm, params)
+    iterates = [params.detach().clone()]
+    for _ in range(steps):
+        method.step(gradients(params.detach()))
+        iterates.append(params.detach().clone())
+    if hasattr(method, "finish"):
+        method.finish()
+    iterates.append(params.detach().clone())
+    return trace_of(comm, iterates)
+
+
+def sgd(p):
+    return torch.optim.SGD([p], lr=0.05, momentum=0.9)
+
+
+def outer_case(cls, **hyper):
+    return lambda: per_step(lambda comm, p: cls(comm, p, inner=sgd, step_seconds=STEP_SECONDS, **hyper))
+
+
+def dgc_case(**hyper):
+    return lambda: per_step(lambda comm, p: DGC(comm, p, lr=0.05, seed=1, **hyper))
+
+
+def onebit_case():
+    def make(comm, p):
+        return OneBitAdam([p], comm, lr=0.01, freeze_step=4, stacked=True)
+    return per_step(make)
+
+
+def compressed_case(scheme: str, **kw):
+    def run():
+        comm = SimComm(N, link=LINK)
+        mechanism = gradient_scheme(scheme, **kw)
+        x = start()
+        iterates = [x.clone()]
+        for t in range(STEPS):
+            estimate, _ = compressed_round(comm, mechanism, gradients(x), torch.Generator().manual_seed(t))
+            x = x - 0.05 * estimate
+            iterates.append(x.clone())
+        return trace_of(comm, iterates)
+    return run
+
+
+def spsa_case(churn: bool):
+    def run():
+        comm = SimComm(N, link=LINK)
+        membership = Membership.static(N).leave(2, at=3).join(2, at=7) if churn else None
+        A, b = problem()
+
+        def loss(params, machine, step):  # params [S, 2, d]
+            residual = torch.einsum("md,skd->skm", A[machine].double(), params) - b[machine].double()
+            return 0.5 * (residual ** 2).mean(dim=-1)
+
+        method = SharedSeedSPSA(comm, torch.linspace(-1, 1, D, dtype=torch.float64), loss, lr=0.05, eps=1e-3,
+                                samples=4, seed=2, membership=membership)
+        iterates = [method.theta.clone()]
+        for _ in range(STEPS):
+            method.step()
+            iterates.append(method.theta.clone())
+        return trace_of(comm, iterates)
+    return run
+
+
+def fl_case(cls, **hyper):
+    def run():
+        comm = SimComm(N, link=LINK)
+        method = cls(comm, torch.linspace(-1, 1, D), n_clients=6, local_steps=3, local_lr=0.05, seed=4, **hyper)
+        A, b = problem(6)
+
+        def grad_fn(y, clients, t, k):
+            residual = torch.einsum("lmd,ld->lm", A[clients], y) - b[clients]
+            return torch.einsum("lmd,lm->ld", A[clients], residual) / A.shape[1]
+
+        iterates = [method.x.clone()]
+        for _ in range(6):
+            method.round(grad_fn)
+            iterates.append(method.x.clone())
+        return trace_of(comm, iterates)
+    return run
+
+
+def gossip_case(fixed: bool):
+    def run():
+        comm = SimComm(4, link=LINK)
+
+        def grad_fn(x, step, ranks):
+            A, b = problem(4)
+            residual = torch.einsum("lmd,ld->lm", A[ranks], x) - b[ranks]
+            return 0.5 * (residual ** 2).mean(dim=1), torch.einsum("lmd,lm->ld", A[ranks], residual) / A.shape[1]
+
+        kw = {"topology": ring(4)} if fixed else {"schedule": Schedule.linear(1.0, 3.0)}
+        run = decentralized_sgd(comm, start(4), grad_fn, rounds=6, local_steps=2, lr=0.05, seed=3,
+                                weight_decay=1e-3, step_seconds=STEP_SECONDS, **kw)
+        records = torch.tensor([[r["round"], r["bytes_per_node"], r["clock"], r["loss"], r["consensus"]]
+                                for r in run.records], dtype=torch.float64)
+        return {"final": run.x, "records": records, "bytes": comm.meter.bytes_sent.clone(),
+                "clock": torch.tensor(comm.clock, dtype=torch.float64)}
+    return run
+
+
+def ddp_simulator_case():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(96, 1, 4, 4, generator=generator)
+    labels = torch.randint(3, (96,), generator=generator)
+    shards = [np.arange(0, 96, 2), np.arange(1, 96, 2)]
+    with seeded_init(0):
+        model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3))
+    comm = SimComm(2, link=LINK)
+    trainer = DataParallelTrainer(model, "topk", comm, images, labels, shards, batch_size=8, lr=0.1,
+                                  momentum=0.9, seed=3, ratio=0.25)
+    iterates = []
+    for _ in range(6):
+        trainer.step()
+        iterates.append(torch.cat([p.detach().reshape(-1) for p in trainer.model.parameters()]))
+    loss = F.cross_entropy(trainer.model(images), labels).detach()
+    return {"iterates": torch.stack(iterates), "bytes": comm.meter.bytes_sent.clone(), "loss": loss}
+
+
+CASES = {
+    "dgc": dgc_case(density=0.25),
+    "dgc_warmup_nesterov_clip": dgc_case(density=DensityWarmup(0.1, 6), nesterov=True, clip_norm=1.0,
+                                         weight_decay=1e-3),
+    "dgc_no_correction": dgc_case(density=0.25, momentum_correction=False, masking=False),
+    "onebit_adam": onebit_case,
+    "compressed_none": compressed_case("none"),
+    "compressed_topk": compressed_case("topk", ratio=0.25),
+    "compressed_powersgd": compressed_case("powersgd", rank=2),
+    "compressed_sign": compressed_case("sign"),
+    "spsa": spsa_case(churn=False),
+    "spsa_churn": spsa_case(churn=True),
+    "fedavg": fl_case(FedAvg),
+    "fedef_topk": fl_case(FedEF, compressor=TopK(k=6)),
+    "scaffold": fl_case(Scaffold),
+    "scallion_qsgd": fl_case(Scallion, compressor=QSGD(s=4)),
+    "scafcom_topk": fl_case(Scafcom, compressor=TopK(k=6)),
+    "gossip_schedule": gossip_case(fixed=False),
+    "gossip_ring": gossip_case(fixed=True),
+    "diloco": outer_case(DiLoCo, H=3),
+    "data_parallel": outer_case(DataParallel),
+    "local_sgd": outer_case(LocalSGD, tau=3),
+    "streaming_diloco": outer_case(StreamingDiLoCo, H=4, fragments=2, tau=1, block=8, seed=5),
+    "noloco": outer_case(NoLoCo, H=3, seed=6),
+    "noloco_no_pull": outer_case(NoLoCo, H=3, gamma=0.0, seed=6),
+    "co2_relative": outer_case(CO2, tau=3, gap_penalty="relative", penalty=0.5, clip=1.0),
+    "ddp_simulator": ddp_simulator_case,
+}
