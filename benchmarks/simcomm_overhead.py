@@ -22,9 +22,9 @@ import argparse
 import torch
 from _common import best_time, parse_args
 
+from commlab.comm import SimComm
 from commlab.compress import TopK
 from commlab.compress.ef import EF21
-from commlab.distributed import SimComm
 from commlab.distributed.compressed import compressed_round
 
 

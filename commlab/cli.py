@@ -19,9 +19,9 @@ import signal
 import sys
 from pathlib import Path
 
+from commlab._files import atomic_write_text
 from commlab.lab import notebooks as nbs
 from commlab.lab import summary as summaries
-from commlab.lab.files import atomic_write_text
 from commlab.lab.lock import BatchLocked
 from commlab.lab.paths import PROFILES, project_root, runs_dir
 

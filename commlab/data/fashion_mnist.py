@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from commlab._checks import check_choice, check_int, check_seed
-from commlab.lab.files import atomic_write_bytes
+from commlab._files import atomic_write_bytes
 
 CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

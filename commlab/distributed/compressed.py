@@ -1,7 +1,7 @@
 """Compressed aggregation over a Communicator: error feedback on the workers, the wire in between.
 
-One round (the same code for :class:`~commlab.distributed.comm.SimComm` and
-:class:`~commlab.distributed.comm.DistComm`)::
+One round (the same code for :class:`~commlab.comm.communicator.SimComm` and
+:class:`~commlab.comm.communicator.DistComm`)::
 
     estimate, payload = compressed_round(comm, mechanism, g, generator)   # g [L, d] -> [d]
 
@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 import torch
 
+from commlab.comm.communicator import Communicator
 from commlab.compress.ef import Mechanism
 from commlab.compress.payload import Header, Part, Payload
-from commlab.distributed.comm import Communicator
 
 
 def compressed_round(comm: Communicator, mechanism: Mechanism, g: torch.Tensor,

@@ -34,7 +34,7 @@ buckets raises a ValueError (the checkpoint belongs to another model or bucket s
 
 Randomness. A randomised compressor draws from ``SeedTree(seed).torch("ddp_hook", iteration,
 bucket)``, keyed further by the rank unless the compressor's ``shared_draws`` says one draw serves
-all rows of a stacked call on :class:`~commlab.distributed.comm.SimComm` (shared-index Rand-k,
+all rows of a stacked call on :class:`~commlab.comm.communicator.SimComm` (shared-index Rand-k,
 PowerSGD), so that every rank must draw the same one.
 
 On CUDA buckets (NCCL) the dense warm-up stays on the device; the compressed round runs on a CPU
@@ -51,10 +51,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from commlab._checks import check_int, check_seed
+from commlab.comm.communicator import DistComm, Meter
 from commlab.compress.ef import Mechanism
-from commlab.distributed.comm import DistComm, Meter
 from commlab.distributed.compressed import compressed_round
-from commlab.lab.seeding import SeedTree
+from commlab.seeding import SeedTree
 
 Layout = tuple[tuple[int, ...], ...]
 
@@ -80,7 +80,7 @@ class CompressionHookState:
     Attributes:
         iteration: training iterations completed (a bucket with ``is_last()`` ends one).
         mechanisms: ``{bucket index: mechanism}``.
-        meter: the :class:`~commlab.distributed.comm.Meter` of this rank (``bytes_sent`` ``[1]``,
+        meter: the :class:`~commlab.comm.communicator.Meter` of this rank (``bytes_sent`` ``[1]``,
             bytes; ``syncs``; ``peak_bytes``), kept across pickling and in :meth:`state_dict`.
     """
 

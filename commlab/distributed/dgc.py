@@ -1,8 +1,8 @@
 """Deep Gradient Compression (Lin, Han, Mao, Wang, Dally; ICLR 2018) as an optimiser over a Communicator.
 
 Every local worker k keeps a momentum ``u_k`` and an accumulator ``v_k`` (rows of ``[L, d]``
-tensors, so the same code runs N stacked workers on :class:`~commlab.distributed.comm.SimComm` and
-one worker per rank on :class:`~commlab.distributed.comm.DistComm`). One step with momentum m,
+tensors, so the same code runs N stacked workers on :class:`~commlab.comm.communicator.SimComm` and
+one worker per rank on :class:`~commlab.comm.communicator.DistComm`). One step with momentum m,
 density r_t and learning rate η::
 
     g_k ← g_k · min(1, (c / √N) / ‖g_k‖)        local gradient clipping (threshold c scaled by N^(-1/2))
@@ -39,10 +39,10 @@ from dataclasses import dataclass, replace
 import torch
 
 from commlab._checks import check_int, check_nonnegative, check_positive, check_real_number
+from commlab.comm.communicator import Communicator
 from commlab.compress.payload import Header, Payload
 from commlab.compress.sparsify import SampledTopK
-from commlab.distributed.comm import Communicator
-from commlab.lab.seeding import SeedTree
+from commlab.seeding import SeedTree
 
 COUNT_BITS = 32  # the number of values each worker sends this step, part of its message
 
@@ -112,7 +112,7 @@ class DGCStep:
 
 
 class DGC:
-    """Deep Gradient Compression over a :class:`~commlab.distributed.comm.Communicator`.
+    """Deep Gradient Compression over a :class:`~commlab.comm.communicator.Communicator`.
 
     Args:
         comm: the communicator; its local workers are the rows of ``params`` and of the gradients.

@@ -65,12 +65,12 @@ from collections.abc import Callable
 import torch
 
 from commlab._checks import check_choice, check_int, check_positive, check_real_number, check_seed
+from commlab.comm.communicator import Communicator
 from commlab.compress.base import Compressor
 from commlab.compress.payload import Payload
 from commlab.compress.quantize import Identity
-from commlab.distributed.comm import Communicator
 from commlab.distributed.compressed import gather_payloads
-from commlab.lab.seeding import SeedTree
+from commlab.seeding import SeedTree
 
 SAMPLINGS = ("uniform", "stratified")
 PLACEMENTS = ("after", "before")

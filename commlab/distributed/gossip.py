@@ -1,7 +1,7 @@
 """Decentralised SGD with gossip: topologies, communication schedules, budgets and the driver.
 
 N nodes each hold their own parameters x_i (a row of a replica tensor ``[L, d]``, written once for
-any :class:`~commlab.distributed.comm.Communicator`). One round of decentralised SGD (D-SGD) is::
+any :class:`~commlab.comm.communicator.Communicator`). One round of decentralised SGD (D-SGD) is::
 
     x_i ← x_i − η ∇f_i(x_i; ξ)          k local SGD steps on node i's own data
     x_i ← Σ_j W_ij x_j                    one gossip round with a mixing matrix W (``comm.mix``)
@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 import torch
 
 from commlab._checks import check_choice, check_int, check_nonnegative, check_positive, check_real_in
-from commlab.distributed.comm import Communicator
-from commlab.lab.seeding import SeedTree
+from commlab.comm.communicator import Communicator
+from commlab.seeding import SeedTree
 
 # -- mixing matrices ----------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ would throw it away (DeepSpeed asks the user for such a mask, ``exp_avg_mask``; 
 from v). Coordinates with a tiny but non-zero v are not protected: see the notebook.
 
 :func:`compressed_allreduce_1bit` is DeepSpeed's two-stage compressed all-reduce, written over any
-:class:`~commlab.distributed.comm.Communicator` (N workers, d coordinates padded to N·c, chunk j of
+:class:`~commlab.comm.communicator.Communicator` (N workers, d coordinates padded to N·c, chunk j of
 c = ⌈d/N⌉ coordinates owned by worker j)::
 
     worker i:  b_i = x_i + e_i,   s_i = ‖b_i‖₂/√d,   e_i ← b_i − s_i·sign(b_i)      (sign(0) = +1)
@@ -50,7 +50,7 @@ from collections.abc import Iterable
 import torch
 
 from commlab._checks import check_int, check_nonnegative, check_positive, check_real_number
-from commlab.distributed.comm import Communicator
+from commlab.comm.communicator import Communicator
 
 _SCALE_BYTES = 4
 
@@ -124,7 +124,7 @@ def compressed_allreduce_1bit(comm: Communicator, x: torch.Tensor, worker_error:
 
 
 class OneBitAdam(torch.optim.Optimizer):
-    """1-bit Adam over a :class:`~commlab.distributed.comm.Communicator` (module docstring).
+    """1-bit Adam over a :class:`~commlab.comm.communicator.Communicator` (module docstring).
 
     Args:
         params: the parameters, one copy shared by the local workers (a DistComm rank, or a

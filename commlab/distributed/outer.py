@@ -15,12 +15,12 @@ is one line::
     algo.summary()                                       # bytes, peak bytes per sync, syncs, clock
 
 Without ``inner`` the loop runs its own optimiser on ``params`` and calls ``algo.after_inner_step()``.
-``params`` has a leading local-worker axis (``[L, d]``; L = N on :class:`~commlab.distributed.comm.SimComm`,
-L = 1 on :class:`~commlab.distributed.comm.DistComm`), and the methods change it in place. Bytes
+``params`` has a leading local-worker axis (``[L, d]``; L = N on :class:`~commlab.comm.communicator.SimComm`,
+L = 1 on :class:`~commlab.comm.communicator.DistComm`), and the methods change it in place. Bytes
 are counted by ``comm.meter``; each collective is also recorded as a :class:`SyncEvent` (step,
 bytes, launch and finish time on the simulated clock). ``step_seconds`` moves the simulated clock on
 by one inner step's computation, so ``comm.clock`` is the simulated wall-clock of the run; overlapped
-collectives use :meth:`Communicator.start <commlab.distributed.comm.Communicator.start>`.
+collectives use :meth:`Communicator.start <commlab.comm.communicator.Communicator.start>`.
 
 The methods (the symbols are those of briefs/distributed/{streaming_diloco,noloco_gossip,co2_overlap}.md):
 
@@ -61,7 +61,7 @@ The methods (the symbols are those of briefs/distributed/{streaming_diloco,noloc
   C = the all-reduce's link time).
 
 Simulated and real workers run the same code: the permutation and quantiser draws come from
-:class:`~commlab.lab.seeding.SeedTree`, and ``DistComm(deterministic=True)`` gives bit-identical runs.
+:class:`~commlab.seeding.SeedTree`, and ``DistComm(deterministic=True)`` gives bit-identical runs.
 """
 
 from __future__ import annotations
@@ -80,11 +80,11 @@ from commlab._checks import (
     check_real_number,
     check_seed,
 )
+from commlab.comm.communicator import Communicator, Work
 from commlab.compress.base import Compressor
 from commlab.compress.quantize import Identity, LowPrecision
-from commlab.distributed.comm import Communicator, Work
 from commlab.distributed.compressed import pack_payloads, unpack_payloads
-from commlab.lab.seeding import SeedTree
+from commlab.seeding import SeedTree
 
 FORMS = ("nesterov", "heavy_ball")
 GAP_PENALTIES = ("constant", "relative")

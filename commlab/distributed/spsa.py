@@ -21,13 +21,13 @@ one at a time in the canonical order (machine id, then sample), regenerating eac
 
 Each update is two exactly rounded float operations (u = z_j·c_j, then θ ← θ − u) on identical
 inputs, so every replica, on any backend, computes the same bits: the replicas stay bit-identical
-without ever sending a parameter (checked with :func:`~commlab.distributed.hashing.state_hash`), and
+without ever sending a parameter (checked with :func:`~commlab.comm.hashing.state_hash`), and
 θ_T can be rebuilt from θ_0 and the scalar log alone (:func:`replay`).
 
 **Machines and the communicator.** Machine m is worker (rank) m of the communicator, whose
-``world_size`` must exceed every machine id of the :class:`~commlab.distributed.membership.Membership`
-schedule; on :class:`~commlab.distributed.comm.SimComm` all machines live in one process (row l of
-:attr:`SharedSeedSPSA.theta` is machine l's replica), on :class:`~commlab.distributed.comm.DistComm`
+``world_size`` must exceed every machine id of the :class:`~commlab.comm.membership.Membership`
+schedule; on :class:`~commlab.comm.communicator.SimComm` all machines live in one process (row l of
+:attr:`SharedSeedSPSA.theta` is machine l's replica), on :class:`~commlab.comm.communicator.DistComm`
 each rank holds its own replica. In each round, for each active machine m in ascending order, one
 ``broadcast`` from m carries its S packed scalars (a ``uint8`` tensor of ``ceil(bits/8)`` bytes; S
 bytes with LogByte). The meter therefore charges exactly what active machines send; a machine that
@@ -46,13 +46,13 @@ from dataclasses import dataclass
 import torch
 
 from commlab._checks import check_choice, check_int, check_positive, check_seed
+from commlab.comm.communicator import Communicator
+from commlab.comm.hashing import state_hash
+from commlab.comm.membership import Membership
 from commlab.compress.base import Compressor
 from commlab.compress.quantize import LogByte
-from commlab.distributed.comm import Communicator
 from commlab.distributed.compressed import pack_payloads, unpack_payloads
-from commlab.distributed.hashing import state_hash
-from commlab.distributed.membership import Membership
-from commlab.lab.seeding import SeedTree
+from commlab.seeding import SeedTree
 
 NORMALIZE = ("sqrt", "mean")
 

@@ -1,4 +1,4 @@
-"""The lab machinery: notebook set-up, claims, figures, seeding, and the batch runner.
+"""The lab machinery: notebook set-up, claims, figures, and the batch runner.
 
 Typical notebook use::
 
@@ -12,7 +12,6 @@ Typical notebook use::
 """
 
 from commlab.lab.claims import Claims, ClaimsFailed
-from commlab.lab.seeding import SeedTree, seeded_init
 from commlab.lab.session import PROFILES, Session, setup
 
-__all__ = ["PROFILES", "Claims", "ClaimsFailed", "SeedTree", "Session", "seeded_init", "setup"]
+__all__ = ["PROFILES", "Claims", "ClaimsFailed", "Session", "setup"]

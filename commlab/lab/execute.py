@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from commlab.lab.files import atomic_write_text
+from commlab._files import atomic_write_text
 from commlab.lab.notebooks import read_cells
 
 CLAIMS_EXCEPTION = "ClaimsFailed"

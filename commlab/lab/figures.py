@@ -9,7 +9,7 @@ from pathlib import Path
 
 import matplotlib as mpl
 
-from commlab.lab.files import atomic_write_bytes
+from commlab._files import atomic_write_bytes
 
 #: Matplotlib settings shared by every notebook: readable at notebook width, print-friendly.
 STYLE = {

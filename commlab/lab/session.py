@@ -10,7 +10,7 @@ from pathlib import Path
 from commlab import __version__
 from commlab.lab import figures
 from commlab.lab.paths import PROFILES, git_commit, project_root, runs_dir
-from commlab.lab.seeding import SeedTree, seed_global
+from commlab.seeding import SeedTree, seed_global
 
 _NOTEBOOK_ID = re.compile(r"^[A-Za-z0-9_-]+/[A-Za-z0-9_-]+$")
 

@@ -21,7 +21,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from commlab.lab.files import atomic_write_text
+from commlab._files import atomic_write_text
 
 LABELS = {"ok": "ok", "claims_failed": "claims failed", "error": "error", "timeout": "timeout",
           "interrupted": "interrupted", "not_started": "not started"}

@@ -33,14 +33,3 @@ class SmallCNN(nn.Module):
         if x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
             raise ValueError(f"x must have shape [B, 1, 28, 28], got {tuple(x.shape)}")
         return self.head(self.features(x))
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
-    """Fraction of ``images`` ``[N, ...]`` whose arg-max logit equals ``labels`` ``[N]`` (eval mode)."""
-    was_training = model.training
-    model.eval()
-    correct = sum(int((model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum())
-                  for i in range(0, len(labels), batch_size))
-    model.train(was_training)
-    return correct / len(labels)

@@ -26,7 +26,7 @@ number of non-zero weights (multiply-accumulates per sample, :meth:`MaskedLinear
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -350,51 +350,3 @@ def prune_and_regrow(layer: MaskedLinear, fraction: float, *, prune: str = "magn
             if torch.is_tensor(value) and value.shape == layer.weight.shape:
                 value.view(-1)[changed] = 0.0
     return k
-
-
-def fit_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int, batch_size: int,
-                   lr: float, generator: torch.Generator,
-                   on_step: Callable[[int, torch.optim.Optimizer], None] | None = None) -> list[float]:
-    """Train ``model`` with Adam on cross-entropy for ``steps`` minibatch steps (reshuffled epochs).
-
-    Args:
-        model: maps ``images[idx]`` to logits ``[B, C]``.
-        images: float ``[N, ...]``; labels: int64 ``[N]``.
-        steps: optimiser steps (the budget is counted in steps, not epochs).
-        batch_size: minibatch size, <= N.
-        lr: Adam learning rate.
-        generator: torch generator for the shuffling.
-        on_step: called as ``on_step(step, optimizer)`` after each optimiser step (step counts
-            from 1), e.g. to rewire a sparse model and reset the optimiser state of moved edges.
-
-    Returns:
-        The training loss of every step.
-    """
-    steps, batch_size = _check_positive_int("steps", steps), _check_positive_int("batch_size", batch_size)
-    if len(images) != len(labels) or batch_size > len(labels):
-        raise ValueError(f"need len(images) == len(labels) >= batch_size, got {len(images)}, {len(labels)}, "
-                         f"{batch_size}")
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    losses, order, pos = [], torch.randperm(len(labels), generator=generator), 0
-    for step in range(1, steps + 1):
-        if pos + batch_size > len(labels):
-            order, pos = torch.randperm(len(labels), generator=generator), 0
-        idx = order[pos:pos + batch_size]
-        pos += batch_size
-        loss = F.cross_entropy(model(images[idx]), labels[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        if on_step is not None:
-            on_step(step, optimizer)
-    model.eval()
-    return losses
-
-
-@torch.no_grad()
-def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
-    """Softmax probabilities ``[N, C]`` of ``model`` in eval mode, computed in batches."""
-    model.eval()
-    return torch.cat([F.softmax(model(images[i:i + batch_size]), dim=1) for i in range(0, len(images), batch_size)])

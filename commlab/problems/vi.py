@@ -24,7 +24,7 @@ costs d · 32 bits in float32; compressed messages cost their payload's exact bi
   differences: c_m = C(e_m + Δ_m), e_m ← e_m + Δ_m − c_m, g = F(w) + (1/M) Σ_m c_m. This is the
   brief's EF-style reconstruction, not the paper's published algorithm. Default p = α (= k/d).
 
-All randomness comes from a :class:`~commlab.lab.seeding.SeedTree`: ``seeds.torch("anchor")`` gives
+All randomness comes from a :class:`~commlab.seeding.SeedTree`: ``seeds.torch("anchor")`` gives
 the shared coin sequence, ``seeds.torch("compress")`` the devices' compressor draws (independent rows).
 """
 
@@ -39,9 +39,9 @@ import torch
 
 from commlab.compress.base import Compressor
 from commlab.compress.ef import EF14
-from commlab.lab.seeding import SeedTree
 from commlab.problems._checks import check_int, check_positive, check_real_in, check_tensor
 from commlab.problems.bilinear import BilinearSaddle
+from commlab.seeding import SeedTree
 
 #: a run counts as diverged once ‖z − z*‖² > DIVERGENCE_FACTOR · max(1, ‖z_0 − z*‖²)
 DIVERGENCE_FACTOR = 1e12
@@ -145,7 +145,7 @@ def _dense_bits(problem: BilinearSaddle) -> float:
 
 def _check_seeds(seeds) -> SeedTree:
     if not isinstance(seeds, SeedTree):
-        raise TypeError(f"seeds must be a commlab.lab.SeedTree, got {type(seeds).__name__}")
+        raise TypeError(f"seeds must be a commlab.seeding.SeedTree, got {type(seeds).__name__}")
     return seeds
 
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from commlab.channels import AWGN
+from commlab.data.batches import EpochBatches
 
 from .metrics import psnr
 
@@ -36,7 +37,7 @@ def train_jscc(model: nn.Module, images: torch.Tensor, *, snr_db, epochs: float 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n = images.shape[0]
     steps = max(1, int(round(epochs * n / batch_size)))
-    order = torch.randperm(n, generator=generator)
+    batches = EpochBatches(n, batch_size, generator)
     losses: list[float] = []
     model.train()
     iterator = range(steps)
@@ -44,12 +45,8 @@ def train_jscc(model: nn.Module, images: torch.Tensor, *, snr_db, epochs: float 
         from tqdm.auto import tqdm
 
         iterator = tqdm(iterator, leave=False)
-    pos = 0
     for _ in iterator:
-        if pos + batch_size > n:
-            order, pos = torch.randperm(n, generator=generator), 0
-        x = images[order[pos:pos + batch_size]]
-        pos += batch_size
+        x = images[next(batches)]
         snr = _snr_batch(snr_db, x.shape[0], generator)
         x_hat = model(x, channel, generator=generator, snr_db=snr)
         loss = (x_hat - x).square().mean()

@@ -1,6 +1,6 @@
 """Functions the multi-process tests run on each rank (module-level, so ``spawn`` can pickle them).
 
-Each takes ``(rank, world_size, *args)`` as :func:`commlab.distributed.launch.run_workers` calls it.
+Each takes ``(rank, world_size, *args)`` as :func:`commlab.comm.launch.run_workers` calls it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from commlab.distributed.comm import DistComm
+from commlab.comm.communicator import DistComm
 from commlab.distributed.compressed import compressed_round
 
 

@@ -1,6 +1,6 @@
 """Functions the DDP-hook tests run on each rank (module-level, so ``spawn`` can pickle them).
 
-Each takes ``(rank, world_size, *args)`` as :func:`commlab.distributed.launch.run_workers` calls it.
+Each takes ``(rank, world_size, *args)`` as :func:`commlab.comm.launch.run_workers` calls it.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from commlab.compress import TopK
 from commlab.compress.ef import EF14
 from commlab.distributed.ddp_hook import CompressionHookState, compression_hook, register_compression
 from commlab.distributed.schemes import gradient_scheme
-from commlab.distributed.train import TrainConfig, train_ddp
-from commlab.lab.seeding import SeedTree, seeded_init
 from commlab.models.cnn import SmallCNN
+from commlab.seeding import SeedTree, seeded_init
+from commlab.train.ddp import TrainConfig, train_ddp
 
 TOPK_FACTORY = functools.partial(gradient_scheme, "topk", ratio=0.05)
 
@@ -123,5 +123,5 @@ def checkpoint_resume(rank, world_size, seed):
 
 
 def train_entry(rank, world_size, config):
-    """:func:`commlab.distributed.train.train_ddp` with ``config`` (a dict of TrainConfig fields)."""
+    """:func:`commlab.train.ddp.train_ddp` with ``config`` (a dict of TrainConfig fields)."""
     return train_ddp(TrainConfig(**config))

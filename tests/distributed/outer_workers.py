@@ -1,11 +1,11 @@
 """Outer-optimiser runs written once for any communicator, and their per-rank entry points for
-:func:`commlab.distributed.launch.run_workers` (module-level, so ``spawn`` can pickle them)."""
+:func:`commlab.comm.launch.run_workers` (module-level, so ``spawn`` can pickle them)."""
 
 from __future__ import annotations
 
 import torch
 
-from commlab.distributed.comm import Communicator, DistComm
+from commlab.comm.communicator import Communicator, DistComm
 from commlab.distributed.outer import DiLoCo, NoLoCo, StreamingDiLoCo
 
 

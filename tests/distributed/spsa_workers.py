@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from commlab.distributed.comm import Communicator, DistComm
-from commlab.distributed.membership import Membership
+from commlab.comm.communicator import Communicator, DistComm
+from commlab.comm.membership import Membership
 from commlab.distributed.spsa import SharedSeedSPSA
 
 D, ROWS = 7, 12

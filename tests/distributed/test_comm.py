@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
+from commlab.comm import DistComm, Link, SimComm
 from commlab.compress import Identity, PowerSGD, RandK, ScaledSign, TopK
 from commlab.compress.ef import EF14, EF21, Plain
-from commlab.distributed import DistComm, Link, SimComm
 from commlab.distributed.compressed import compressed_round, gather_payloads
 
 

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from commlab.distributed import Link, SimComm
-from commlab.distributed.data_parallel import DataParallelTrainer, History, fit_interleaved, time_to_accuracy
+from commlab.comm import Link, SimComm
 from commlab.distributed.schemes import gradient_scheme
-from commlab.lab import seeded_init
+from commlab.seeding import seeded_init
+from commlab.train.ddp_simulator import DataParallelTrainer, History, fit_interleaved, time_to_accuracy
 
 N_ITEMS, SIDE, CLASSES = 96, 4, 3
 

@@ -7,16 +7,16 @@ import hook_workers
 import pytest
 import torch
 
+from commlab.comm.communicator import SimComm
+from commlab.comm.launch import run_workers
 from commlab.compress import RandK, TopK
 from commlab.compress.ef import EF14, Plain
 from commlab.compress.quantize import Identity
-from commlab.distributed.comm import SimComm
 from commlab.distributed.compressed import compressed_round
-from commlab.distributed.data_parallel import DataParallelTrainer
 from commlab.distributed.ddp_hook import CompressionHookState, register_compression
-from commlab.distributed.launch import run_workers
 from commlab.distributed.schemes import gradient_scheme
-from commlab.distributed.train import TrainConfig, load_data, make_model, shards
+from commlab.train.ddp import TrainConfig, load_data, make_model, shards
+from commlab.train.ddp_simulator import DataParallelTrainer
 
 SEED = 3
 D = 114_314  # SmallCNN's parameters: one DDP bucket

@@ -7,11 +7,11 @@ import pytest
 import torch
 from dgc_workers import dgc_descent, dgc_rank
 
+from commlab.comm import SimComm
+from commlab.comm.launch import run_workers
 from commlab.compress import SampledTopK
 from commlab.compress.sparsify import sampled_threshold_select
-from commlab.distributed import SimComm
 from commlab.distributed.dgc import ABLATION_ARMS, DGC, DensityWarmup, gather_sparse
-from commlab.distributed.launch import run_workers
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from fl_workers import fl_rank, noisy_gradients, quadratic, run_rounds
 
+from commlab.comm import SimComm
+from commlab.comm.launch import run_workers
 from commlab.compress import QSGD, Identity, RandK, TopK
-from commlab.distributed import SimComm
 from commlab.distributed.fl import FedAvg, FedEF, Scafcom, Scaffold, Scallion, sample_clients
-from commlab.distributed.launch import run_workers
 
 N, S, D, K, LR = 3, 2, 3, 2, 0.1
 

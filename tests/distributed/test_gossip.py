@@ -6,7 +6,8 @@ import pytest
 import torch
 from gossip_workers import gossip_rank, quadratic_dsgd, quadratic_problem
 
-from commlab.distributed import Link, SimComm
+from commlab.comm import Link, SimComm
+from commlab.comm.launch import run_workers
 from commlab.distributed.gossip import (
     Schedule,
     budget,
@@ -17,8 +18,7 @@ from commlab.distributed.gossip import (
     random_r_regular,
     ring,
 )
-from commlab.distributed.launch import run_workers
-from commlab.lab.seeding import SeedTree
+from commlab.seeding import SeedTree
 
 
 def _peers(W):

@@ -6,15 +6,15 @@ import math
 import pytest
 import torch
 
-from commlab.distributed import Link, SimComm
-from commlab.distributed.netmodel import (
+from commlab.comm import Link, SimComm
+from commlab.distributed.outer import DiLoCo, StreamingDiLoCo
+from commlab.systems.netmodel import (
     coefficients,
     collective_seconds,
     compute_utilisation,
     required_bandwidth,
     round_seconds,
 )
-from commlab.distributed.outer import DiLoCo, StreamingDiLoCo
 
 
 def test_collective_times_follow_the_briefs_formulas_and_the_link():

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from commlab.distributed import netns
-from commlab.distributed.netns import NetnsError, run_ranks, veth_link
+from commlab.comm import netns
+from commlab.comm.netns import NetnsError, run_ranks, veth_link
 
 
 def _can_make_namespaces() -> bool:
@@ -121,7 +121,7 @@ def test_two_ranks_train_across_the_link(tmp_path):
     args = ["--scheme", "none", "--steps", "4", "--eval-every", "2", "--train-n", "200", "--test-n", "100",
             "--batch-size", "16", "--timeout", "30", "--log-file", log]
     with veth_link() as link:
-        results = run_ranks(link, "commlab.distributed.train", args, timeout=120)
+        results = run_ranks(link, "commlab.train.ddp", args, timeout=120)
     assert [r.returncode for r in results] == [0, 0]
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert records[-1]["step"] == 4 and records[-1]["world_size"] == 2
@@ -132,7 +132,7 @@ def test_two_ranks_train_across_the_link(tmp_path):
 def test_ranks_past_the_deadline_are_killed_and_reported():
     with veth_link() as link:
         with pytest.raises(NetnsError, match="deadline"):
-            run_ranks(link, "commlab.distributed.train", ["--steps", "1000"], timeout=1.0)
+            run_ranks(link, "commlab.train.ddp", ["--steps", "1000"], timeout=1.0)
         leftover = [subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
                     for ns in link.namespaces]
     assert leftover == [[], []]

@@ -8,8 +8,8 @@ import pytest
 import torch
 from onebit_workers import least_squares_onebit, onebit_descent
 
-from commlab.distributed import SimComm
-from commlab.distributed.launch import run_workers
+from commlab.comm import SimComm
+from commlab.comm.launch import run_workers
 from commlab.distributed.onebit_adam import OneBitAdam, chunk_size, compressed_allreduce_1bit
 
 S3 = math.sqrt(3)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from outer_workers import least_squares_run, outer_on_rank
 
+from commlab.comm import Link, SimComm
+from commlab.comm.launch import run_workers
 from commlab.compress import QSGD, LowPrecision
-from commlab.distributed import Link, SimComm
 from commlab.distributed.gossip import consensus_distance
-from commlab.distributed.launch import run_workers
 from commlab.distributed.outer import (
     CO2,
     DataParallel,

@@ -1,4 +1,4 @@
-"""``python -m commlab.distributed.outer_train`` on 2 gloo processes under torchrun agrees with the
+"""``python -m commlab.train.outer`` on 2 gloo processes under torchrun agrees with the
 same run on a SimComm bit for bit (DiLoCo and NoLoCo), and its command line is checked."""
 
 import json
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from commlab.distributed import SimComm
-from commlab.distributed.outer_train import OuterConfig, parse_config, train_outer
+from commlab.comm import SimComm
+from commlab.train.outer import OuterConfig, parse_config, train_outer
 
 SMALL = ["--steps", "12", "--H", "4", "--eval-every", "6", "--hidden", "16", "--batch-size", "8", "--timeout", "20"]
 
@@ -26,7 +26,7 @@ def environment():
 def test_torchrun_two_processes_equal_the_simulator(algo, tmp_path):
     log = tmp_path / f"{algo}.jsonl"
     torchrun = str(Path(sys.executable).parent / "torchrun")
-    done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "commlab.distributed.outer_train",
+    done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "commlab.train.outer",
                            "--algo", algo, "--log-file", str(log), *SMALL],
                           env=environment(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -16,10 +16,10 @@ from dist_workers import (
     wrong_local_axis,
 )
 
+from commlab.comm import SimComm
+from commlab.comm.launch import run_workers
 from commlab.compress import Identity, RandK, ScaledSign, TopK
 from commlab.compress.ef import EF14, EF21, Plain
-from commlab.distributed import SimComm
-from commlab.distributed.launch import run_workers
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 from spsa_workers import D, churn_schedule, least_squares_loss, run_spsa, spsa_rank
 
+from commlab.comm import SimComm
+from commlab.comm.hashing import replica_hashes, state_hash
+from commlab.comm.launch import run_workers
+from commlab.comm.membership import Membership
 from commlab.compress import Identity, LogByte
-from commlab.distributed import SimComm
-from commlab.distributed.hashing import replica_hashes, state_hash
-from commlab.distributed.launch import run_workers
-from commlab.distributed.membership import Membership
 from commlab.distributed.spsa import SharedSeedSPSA, perturbation, replay
-from commlab.lab.seeding import SeedTree
+from commlab.seeding import SeedTree
 
 
 def _quadratic(params, machine, step):

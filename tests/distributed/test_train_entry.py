@@ -1,4 +1,4 @@
-"""``python -m commlab.distributed.train`` under torchrun, alone, and its command line (CPU, gloo)."""
+"""``python -m commlab.train.ddp`` under torchrun, alone, and its command line (CPU, gloo)."""
 
 import json
 import math
@@ -11,9 +11,9 @@ import hook_workers
 import pytest
 import torch
 
+from commlab.comm.launch import run_workers
 from commlab.compress import TopK
-from commlab.distributed.launch import run_workers
-from commlab.distributed.train import TrainConfig, parse_config
+from commlab.train.ddp import TrainConfig, parse_config
 
 D = 114_314  # SmallCNN's parameters
 SMALL = ["--steps", "6", "--eval-every", "3", "--train-n", "400", "--test-n", "200", "--batch-size", "16",
@@ -40,7 +40,7 @@ def torchrun_logs(tmp_path_factory):
     logs = {}
     for scheme in ("none", "topk"):
         log = folder / f"{scheme}.jsonl"
-        logs[scheme] = run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "commlab.distributed.train",
+        logs[scheme] = run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "commlab.train.ddp",
                             "--scheme", scheme, "--ratio", "0.01", "--log-file", str(log), *SMALL], log)
     return logs
 
@@ -65,7 +65,7 @@ def test_torchrun_two_processes_write_the_json_log(torchrun_logs):
 @pytest.mark.timeout(90)
 def test_without_torchrun_it_trains_as_a_world_of_one(tmp_path):
     log = tmp_path / "one.jsonl"
-    records = run([sys.executable, "-m", "commlab.distributed.train", "--scheme", "sign", "--log", str(log),
+    records = run([sys.executable, "-m", "commlab.train.ddp", "--scheme", "sign", "--log", str(log),
                    *SMALL], log)
     assert [r["step"] for r in records] == [0, 3, 6]
     assert all(r["world_size"] == 1 for r in records) and records[-1]["bytes_sent"] > 0

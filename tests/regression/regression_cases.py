@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from commlab.comm import Link, SimComm
+from commlab.comm.membership import Membership
 from commlab.compress import QSGD, TopK
-from commlab.distributed import Link, SimComm
-from commlab.distributed.membership import Membership
 from commlab.distributed.compressed import compressed_round
 from commlab.distributed.dgc import DGC, DensityWarmup
 from commlab.distributed.fl import FedAvg, FedEF, Scafcom, Scaffold, Scallion
@@ -26,8 +26,8 @@ from commlab.distributed.onebit_adam import OneBitAdam
 from commlab.distributed.outer import CO2, DataParallel, DiLoCo, LocalSGD, NoLoCo, StreamingDiLoCo
 from commlab.distributed.schemes import gradient_scheme
 from commlab.distributed.spsa import SharedSeedSPSA
-from commlab.lab.seeding import seeded_init
-from commlab.distributed.data_parallel import DataParallelTrainer
+from commlab.seeding import seeded_init
+from commlab.train.ddp_simulator import DataParallelTrainer
 
 N, D, STEPS = 3, 24, 12
 LINK = Link(bandwidth=1e6, latency=1e-3)

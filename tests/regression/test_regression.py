@@ -21,4 +21,5 @@ def test_trace_is_bit_identical_to_the_fixture(name):
     assert sorted(got) == sorted(expected)
     for key, value in expected.items():
         assert got[key].dtype == value.dtype and got[key].shape == value.shape, key
-        torch.testing.assert_close(got[key], value, rtol=0, atol=0, equal_nan=True, msg=lambda m: f"{name}, {key}: {m}")
+        torch.testing.assert_close(got[key], value, rtol=0, atol=0, equal_nan=True,
+                                   msg=lambda m, key=key: f"{name}, {key}: {m}")

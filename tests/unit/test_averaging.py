@@ -1,5 +1,5 @@
 """Output/weight averaging, temperature fitting and the FalseFalseTrue rate in
-commlab.models.ensembles.averaging."""
+commlab.ensembles.averaging."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from commlab.models.ensembles import averaging as av
+from commlab.ensembles import averaging as av
 
 
 def test_output_average_is_the_weighted_mean_of_logits():

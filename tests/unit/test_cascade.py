@@ -1,4 +1,4 @@
-"""Selective-classification metrics and the window early-exit cascade in commlab.models.ensembles.cascade."""
+"""Selective-classification metrics and the window early-exit cascade in commlab.ensembles.cascade."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from commlab.models.ensembles import cascade as cc
+from commlab.ensembles import cascade as cc
 
 SCORES = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
 CORRECT = np.array([True, False, True, True, False])

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from commlab._files import atomic_write_text
 from commlab.lab import summary as summaries
-from commlab.lab.files import atomic_write_text
 
 
 def test_summaries_are_written_atomically(tmp_path, monkeypatch):
@@ -15,7 +15,7 @@ def test_summaries_are_written_atomically(tmp_path, monkeypatch):
     def fail(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr("commlab.lab.files.os.replace", fail)
+    monkeypatch.setattr("commlab._files.os.replace", fail)
     with pytest.raises(OSError, match="disk full"):
         summaries.write({"profile": "full", "notebooks": []}, tmp_path)
     # the old files are intact and no temporary file is left behind

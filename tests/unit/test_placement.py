@@ -1,4 +1,4 @@
-"""Expert placement for MoE inference (commlab.distributed.placement)."""
+"""Expert placement for MoE inference (commlab.systems.placement)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from commlab.data.routing_traces import markov_routing_trace
-from commlab.distributed import placement as P
+from commlab.systems import placement as P
 
 
 def loads(placement, n_devices):

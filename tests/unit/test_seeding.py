@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from commlab.lab.seeding import SeedTree, seed_global
+from commlab.seeding import SeedTree, seed_global
 
 
 def test_seeds_are_stable_across_versions():
@@ -54,7 +54,7 @@ def test_bad_keys_are_rejected():
 def test_seeded_init_builds_the_same_module_and_restores_the_global_generator():
     import torch
 
-    from commlab.lab import seeded_init
+    from commlab.seeding import seeded_init
 
     torch.manual_seed(123)
     before = torch.get_rng_state()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from commlab.models import sparse
+from commlab.models import fit, sparse
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -82,7 +82,7 @@ def test_masked_linear_computes_masked_product_and_masked_entries_get_no_gradien
 def test_masked_entries_never_affect_the_output_after_adam_steps():
     model, _ = sparse.g2g_mlp([12, 16, 4], 4, 0.1, generator=gen())
     x, y = torch.randn(64, 12, generator=gen(1)), torch.randint(0, 4, (64,), generator=gen(2))
-    sparse.fit_classifier(model, x, y, steps=20, batch_size=16, lr=1e-2, generator=gen(3))
+    fit.fit_classifier(model, x, y, steps=20, batch_size=16, lr=1e-2, generator=gen(3))
     before = model(x)
     with torch.no_grad():
         for layer in model.layers:
@@ -196,21 +196,21 @@ def test_fit_classifier_learns_and_is_seeded():
 
     def run():
         model = sparse.MaskedMLP([6, 16, 2], generator=gen(1))
-        losses = sparse.fit_classifier(model, x, y, steps=60, batch_size=32, lr=1e-2, generator=gen(2))
+        losses = fit.fit_classifier(model, x, y, steps=60, batch_size=32, lr=1e-2, generator=gen(2))
         return model, losses
 
     (m1, l1), (_, l2) = run(), run()
     assert l1 == l2 and len(l1) == 60
-    accuracy = float((sparse.predict_proba(m1, x).argmax(1) == y).float().mean())
+    accuracy = float((fit.predict_proba(m1, x).argmax(1) == y).float().mean())
     assert accuracy > 0.9 and sum(l1[-10:]) < sum(l1[:10])
 
 
 def test_fit_classifier_calls_back_every_step_and_checks_sizes():
     x, y = torch.randn(8, 3), torch.zeros(8, dtype=torch.long)
     calls = []
-    sparse.fit_classifier(sparse.MaskedMLP([3, 2], generator=gen()), x, y, steps=5, batch_size=4, lr=1e-3,
+    fit.fit_classifier(sparse.MaskedMLP([3, 2], generator=gen()), x, y, steps=5, batch_size=4, lr=1e-3,
                           generator=gen(), on_step=lambda step, opt: calls.append((step, type(opt).__name__)))
     assert calls == [(s, "Adam") for s in range(1, 6)]
     with pytest.raises(ValueError, match="batch_size"):
-        sparse.fit_classifier(sparse.MaskedMLP([3, 2], generator=gen()), x, y, steps=1, batch_size=9, lr=1e-3,
+        fit.fit_classifier(sparse.MaskedMLP([3, 2], generator=gen()), x, y, steps=1, batch_size=9, lr=1e-3,
                               generator=gen())

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from commlab.compress import RandK, TopK
-from commlab.lab import SeedTree
 from commlab.problems import bilinear_saddle
 from commlab.problems.vi import compressed_extragradient, extragradient, masha1, masha2
+from commlab.seeding import SeedTree
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Partition-and-vote certificates in commlab.models.ensembles.voting (DPA and run-off election)."""
+"""Partition-and-vote certificates in commlab.ensembles.voting (DPA and run-off election)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from commlab.models.ensembles import voting as V
+from commlab.ensembles import voting as V
 
 
 def ranking_scores(rankings) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Run a function on N local gloo processes and collect what each returned, without ever hanging.
 
 This is the test and notebook launcher (briefs/_conventions.md §6); across machines use torchrun
-and :mod:`commlab.distributed.train`. Each child uses the ``spawn`` start method, one thread,
+and :mod:`commlab.train.ddp`. Each child uses the ``spawn`` start method, one thread,
 rendezvous through a ``file://`` store in a fresh temporary folder (no ports), a barrier right
 after init and a 30 s collective timeout, and destroys its process group on the way out. The
 parent manages the ``Process`` objects itself (not ``mp.spawn``, which kills the survivors as soon

@@ -13,8 +13,8 @@ algorithm              a                    b                     note
 =====================  ===================  ====================  ===========================================
 
 ``"ring"`` and ``"pairwise"`` are the all-reduce and point-to-point costs of
-:class:`~commlab.distributed.link.Link`, which the simulated clock of a
-:class:`~commlab.distributed.comm.SimComm` uses; the others are the forms the briefs quote
+:class:`~commlab.comm.link.Link`, which the simulated clock of a
+:class:`~commlab.comm.communicator.SimComm` uses; the others are the forms the briefs quote
 (briefs/distributed/noloco_gossip.md: tree 2·log₂N·(ℓ + S/B), pairwise ℓ + S/B;
 briefs/distributed/streaming_diloco.md: T = ℓ + 2S/B). With N = 1 nothing is sent and T = 0.
 

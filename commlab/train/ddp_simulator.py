@@ -1,4 +1,4 @@
-"""Simulated data-parallel training over a :class:`~commlab.distributed.comm.SimComm`: DDP in one process.
+"""Simulated data-parallel training over a :class:`~commlab.comm.communicator.SimComm`: DDP in one process.
 
 N workers hold identical replicas of one model (DDP keeps them identical, so one set of parameters
 stands for all of them). One synchronous step::
@@ -21,7 +21,7 @@ step costs the slowest worker's computation plus the collective::
   unpacking the bytes, decompressing, aggregating), writing ĝ back and the optimiser step. The
   simulator compresses all N rows where a real worker compresses only its own, so for the
   compressed schemes this counts (N − 1) extra compressions: conservative against compression;
-* ``t_link``: what the communicator's :class:`~commlab.distributed.link.Link` adds for the
+* ``t_link``: what the communicator's :class:`~commlab.comm.link.Link` adds for the
   collective (α–β model; all-reduce for the dense scheme, all-gather of the packed payloads for the
   others).
 
@@ -33,18 +33,18 @@ thread, so the default falls back to wall time (:func:`time.perf_counter`). CPU 
 to a busy machine either (shared caches, hyper-threads), so to compare schemes train them in
 lockstep with :func:`fit_interleaved`. Evaluation is not part of training and does not move the clock.
 
-Since :class:`~commlab.distributed.link.Link` ``()`` (infinite bandwidth, no latency) adds nothing,
+Since :class:`~commlab.comm.link.Link` ``()`` (infinite bandwidth, no latency) adds nothing,
 ``compute_seconds`` in the history is exactly the clock the same run shows on an unlimited link;
 the training itself does not depend on the link, so one run gives both.
 
-Settings mirror :mod:`commlab.distributed.train` (the torchrun entry point) so that simulated
-and real runs compare: the same minibatches (:func:`commlab.distributed.train.batch_indices`, seeded
+Settings mirror :mod:`commlab.train.ddp` (the torchrun entry point) so that simulated
+and real runs compare: the same minibatches (:func:`commlab.data.batches.batch_indices`, seeded
 draws with replacement from each worker's shard), SGD (optionally with momentum) on the cross-entropy, dense
 all-reduces for the first ``start_iter`` steps (the DDP hook waits for DDP's bucket rebuild) and the
 hook's generator for randomised compressors (``SeedTree(seed).torch("ddp_hook", step, 0)``, shared
 by all workers as for bucket 0). Build the data, shards and model with
-:func:`~commlab.distributed.train.load_data`, :func:`~commlab.distributed.train.shards` and
-:func:`~commlab.distributed.train.make_model` to get the very run that ``train`` makes on real
+:func:`~commlab.train.ddp.load_data`, :func:`~commlab.train.ddp.shards` and
+:func:`~commlab.train.ddp.make_model` to get the very run that ``train`` makes on real
 processes.
 
 Example::
@@ -70,13 +70,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from commlab._checks import check_int, check_nonnegative, check_positive, check_real_in, check_seed
+from commlab.comm.communicator import SimComm
 from commlab.compress.ef import Mechanism
-from commlab.distributed.comm import SimComm
+from commlab.data.batches import batch_indices
 from commlab.distributed.compressed import compressed_round
 from commlab.distributed.schemes import gradient_scheme
-from commlab.distributed.train import batch_indices
-from commlab.lab.seeding import SeedTree
-from commlab.models.cnn import accuracy
+from commlab.models.fit import accuracy
+from commlab.seeding import SeedTree
 
 CLOCKS = ("sim", "compute")
 
@@ -157,14 +157,14 @@ class DataParallelTrainer:
         momentum: heavy-ball coefficient μ in [0, 1).
         seed: root seed of the minibatches and of randomised compressors.
         start_iter: steps (counted from 0) before this one exchange dense gradients (all-reduce of
-            the mean); 0 compresses from the first step, :mod:`~commlab.distributed.train` uses 2.
+            the mean); 0 compresses from the first step, :mod:`~commlab.train.ddp` uses 2.
         ratio, rank: Top-k's kept fraction and PowerSGD's rank, for a named scheme.
         timer: a function returning seconds, used to measure computation; None (default) picks
             :func:`time.thread_time` when torch runs on one thread, else :func:`time.perf_counter`
             (see the module docstring).
 
     Minibatches: worker i at step t (counted from 0) takes :meth:`batch_indices` ``(t, i)``, the batch
-    a ``torch.distributed`` rank i takes in :mod:`commlab.distributed.train`.
+    a ``torch.distributed`` rank i takes in :mod:`commlab.train.ddp`.
     """
 
     def __init__(self, model: nn.Module, scheme: str | Mechanism, comm: SimComm, images: torch.Tensor,

@@ -4,25 +4,25 @@ Each rank trains :class:`~commlab.models.cnn.SmallCNN` wrapped in ``DistributedD
 own IID shard of a seeded Fashion-MNIST subset, with SGD (momentum optional); the gradients cross the wire
 through :func:`~commlab.distributed.ddp_hook.register_compression` with one of the schemes of
 :mod:`commlab.distributed.schemes` (``none``, ``topk``, ``powersgd``, ``sign``). Worker i's
-minibatch at step t is :func:`batch_indices` (B draws with replacement from its shard, seeded by
-``(t, i)``), so a simulator on a :class:`~commlab.distributed.comm.SimComm` can feed its N stacked
+minibatch at step t is :func:`~commlab.data.batches.batch_indices` (B draws with replacement from its shard, seeded by
+``(t, i)``), so a simulator on a :class:`~commlab.comm.communicator.SimComm` can feed its N stacked
 workers the very same batches.
 
 One machine, two processes (torchrun's ``--standalone`` rendezvous)::
 
-    OMP_NUM_THREADS=1 torchrun --standalone --nproc-per-node 2 -m commlab.distributed.train \\
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc-per-node 2 -m commlab.train.ddp \\
         --scheme topk --ratio 0.01 --steps 300 --log-file runs/topk.jsonl
 
 Two machines (or two network namespaces), one process each; run on node 0 (address 10.0.0.1)::
 
     OMP_NUM_THREADS=1 torchrun --nnodes 2 --node-rank 0 --master-addr 10.0.0.1 --master-port 29500 \\
-        --nproc-per-node 1 -m commlab.distributed.train \\
+        --nproc-per-node 1 -m commlab.train.ddp \\
         --scheme topk --ratio 0.01 --steps 300 --log-file runs/topk.jsonl
 
 and the same command with ``--node-rank 1`` on node 1 (the log is written by rank 0 only). If gloo
 picks the wrong network interface, set ``GLOO_SOCKET_IFNAME`` (e.g. ``GLOO_SOCKET_IFNAME=veth0``).
 
-Without torchrun (no ``WORLD_SIZE`` in the environment) ``python -m commlab.distributed.train ...``
+Without torchrun (no ``WORLD_SIZE`` in the environment) ``python -m commlab.train.ddp ...``
 runs one process as a world of size 1 (a ``file://`` rendezvous in a temporary folder): the hook
 and the meter run, nothing crosses a wire.
 
@@ -72,10 +72,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from commlab._checks import check_choice, check_int, check_positive, check_real_number
 from commlab.data import fashion_mnist, iid
+from commlab.data.batches import batch_indices
 from commlab.distributed.ddp_hook import register_compression
 from commlab.distributed.schemes import SCHEMES, gradient_scheme
-from commlab.lab.seeding import SeedTree, seeded_init
-from commlab.models.cnn import SmallCNN, accuracy
+from commlab.models.cnn import SmallCNN
+from commlab.models.fit import accuracy
+from commlab.seeding import SeedTree, seeded_init
 
 BACKENDS = ("gloo", "nccl")
 
@@ -129,7 +131,7 @@ class TrainConfig:
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="python -m commlab.distributed.train",
+    p = argparse.ArgumentParser(prog="python -m commlab.train.ddp",
                                 description="Train SmallCNN on Fashion-MNIST with DDP and a compressed gradient hook.")
     p.add_argument("--scheme", choices=SCHEMES, default=d.scheme, help="gradient compression scheme")
     p.add_argument("--ratio", type=float, default=d.ratio, help="Top-k: fraction of coordinates kept, in (0, 1)")
@@ -171,14 +173,6 @@ def load_data(cfg: TrainConfig, device: str | torch.device = "cpu") -> tuple[tor
 def shards(cfg: TrainConfig, world_size: int) -> list[np.ndarray]:
     """Each worker's training indices: :func:`commlab.data.iid` with the run's seed."""
     return iid(cfg.train_n, world_size, seed=cfg.seed)
-
-
-def batch_indices(shard, step: int, batch_size: int, *, seed: int, worker: int) -> torch.Tensor:
-    """Indices ``[batch_size]`` (int64) of worker ``worker``'s minibatch at ``step`` (0-based): positions
-    drawn uniformly with replacement from its ``shard`` by ``SeedTree(seed).torch("batch", step, worker)``."""
-    shard = torch.as_tensor(np.asarray(shard), dtype=torch.int64)
-    draw = torch.randint(len(shard), (batch_size,), generator=SeedTree(seed).torch("batch", step, worker))
-    return shard[draw]
 
 
 def make_model(cfg: TrainConfig) -> SmallCNN:
@@ -291,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             dist.barrier()
             if dist.get_rank() == 0:
-                print(f"commlab.distributed.train: world size {dist.get_world_size()}, backend {backend}, "
+                print(f"commlab.train.ddp: world size {dist.get_world_size()}, backend {backend}, "
                       f"config {json.dumps(asdict(cfg))}", flush=True)
             train_ddp(cfg, device)
         finally:

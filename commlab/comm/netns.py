@@ -5,7 +5,7 @@ their own address, so ``torch.distributed`` (gloo) sends its bytes through the k
 stack, and ``tc``'s token-bucket filter holds each direction to ``rate`` bit/s::
 
     with veth_link(rate=100e6) as link:                   # needs root, iproute2 (ip, tc)
-        results = run_ranks(link, "commlab.distributed.train",
+        results = run_ranks(link, "commlab.train.ddp",
                             ["--scheme", "topk", "--steps", "300", "--log-file", "runs/topk.jsonl"],
                             timeout=600)
     [r.returncode for r in results]                         # [0, 0]
@@ -171,7 +171,7 @@ def run_ranks(link: VethLink, module: str, args: Sequence[str] = (), *, timeout:
 
     Args:
         link: a live :class:`VethLink`.
-        module: the training module, e.g. ``"commlab.distributed.train"``.
+        module: the training module, e.g. ``"commlab.train.ddp"``.
         args: its command-line arguments (the same on both ranks).
         timeout: seconds for both ranks together; at the deadline every process in the two
             namespaces is killed (torchrun puts its workers in sessions of their own).
@@ -187,7 +187,7 @@ def run_ranks(link: VethLink, module: str, args: Sequence[str] = (), *, timeout:
     port = check_int("port", port, low=1024, high=65535)
     threads = check_int("threads", threads, low=1)
     if not isinstance(module, str) or not module:
-        raise ValueError(f"module must be a module name such as 'commlab.distributed.train', got {module!r}")
+        raise ValueError(f"module must be a module name such as 'commlab.train.ddp', got {module!r}")
     with tempfile.TemporaryDirectory(prefix="commlab-netns-") as folder:
         logs = [open(Path(folder) / f"rank{rank}.log", "w+") for rank in (0, 1)]  # noqa: SIM115 (closed below)
         started = time.perf_counter()

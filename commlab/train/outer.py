@@ -1,15 +1,15 @@
 """Train a stacked MLP on digits with an outer method (DiLoCo, NoLoCo, ...): the torchrun entry point.
 
 The same function, :func:`train_outer`, runs on any communicator: on N torchrun processes over a
-:class:`~commlab.distributed.comm.DistComm` (one replica per rank), or on one
-:class:`~commlab.distributed.comm.SimComm` hosting all N replicas, and with
+:class:`~commlab.comm.communicator.DistComm` (one replica per rank), or on one
+:class:`~commlab.comm.communicator.SimComm` hosting all N replicas, and with
 ``DistComm(deterministic=True)`` (the default here) both give bit-identical replicas. Each worker
 trains a :class:`~commlab.models.stacked.StackedMLP` 64-hidden-10 on its IID shard of scikit-learn's
 digits with Adam inner steps; its minibatch at step t is
-:func:`~commlab.distributed.train.batch_indices` seeded by (t, worker), and the method of
+:func:`~commlab.data.batches.batch_indices` seeded by (t, worker), and the method of
 :mod:`commlab.distributed.outer` named by ``--algo`` synchronises::
 
-    OMP_NUM_THREADS=1 torchrun --standalone --nproc-per-node 2 -m commlab.distributed.outer_train \\
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc-per-node 2 -m commlab.train.outer \\
         --algo noloco --steps 300 --H 30 --log-file runs/noloco.jsonl
 
 Without torchrun (no ``WORLD_SIZE`` in the environment) one process runs as a world of one.
@@ -24,7 +24,7 @@ Log (``--log-file PATH``, JSON lines by rank 0; one record before the first step
 ``test_loss`` / ``test_accuracy``: mean over the workers' live replicas on the test split;
 ``train_loss``: mean minibatch loss since the previous record; bytes, syncs and peak bytes per
 synchronisation from :meth:`OuterMethod.summary <commlab.distributed.outer.OuterMethod.summary>`
-(the initial broadcast counts in the bytes); ``hashes``: :func:`~commlab.distributed.hashing.state_hash`
+(the initial broadcast counts in the bytes); ``hashes``: :func:`~commlab.comm.hashing.state_hash`
 of every worker's parameters, in rank order. The loss statistics and hashes are gathered outside
 the communicator (bookkeeping, not metered).
 """
@@ -44,13 +44,13 @@ import torch
 import torch.distributed as dist
 
 from commlab._checks import check_choice, check_int, check_positive, check_probability
+from commlab.comm.communicator import Communicator, DistComm
+from commlab.comm.hashing import replica_hashes
 from commlab.data import digits, iid
-from commlab.distributed.comm import Communicator, DistComm
-from commlab.distributed.hashing import replica_hashes
+from commlab.data.batches import batch_indices
 from commlab.distributed.outer import CO2, DataParallel, DiLoCo, LocalSGD, NoLoCo, OuterMethod, StreamingDiLoCo
-from commlab.distributed.train import batch_indices
-from commlab.lab.seeding import SeedTree
 from commlab.models.stacked import StackedMLP
+from commlab.seeding import SeedTree
 
 ALGOS = ("dp", "diloco", "streaming", "noloco", "co2", "localsgd")
 
@@ -93,7 +93,7 @@ class OuterConfig:
 
 def build_parser() -> argparse.ArgumentParser:
     d = OuterConfig()
-    p = argparse.ArgumentParser(prog="python -m commlab.distributed.outer_train",
+    p = argparse.ArgumentParser(prog="python -m commlab.train.outer",
                                 description="Train a stacked MLP on digits: data parallel, DiLoCo, NoLoCo, CO2, ...")
     p.add_argument("--algo", choices=ALGOS, default=d.algo, help="outer method")
     p.add_argument("--steps", type=int, default=d.steps, help="inner steps")
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             dist.barrier()
             rank = dist.get_rank()
             if rank == 0:
-                print(f"commlab.distributed.outer_train: world size {dist.get_world_size()}, "
+                print(f"commlab.train.outer: world size {dist.get_world_size()}, "
                       f"config {json.dumps(asdict(cfg))}", flush=True)
             records = train_outer(cfg, DistComm(deterministic=cfg.deterministic))
             if rank == 0:

@@ -36,7 +36,7 @@ gathers that same stacked tensor and reduces it the same way, so the two agree b
 The :class:`Meter` counts what each local worker puts on the wire: the bytes it contributes to an
 all-reduce or all-gather, the source's bytes in a broadcast, one message per neighbour in a gossip
 round; the number of synchronisations (collective calls) and the largest number of bytes one
-worker sent in a single synchronisation. Time on a slow link comes from :class:`~commlab.distributed.link.Link`.
+worker sent in a single synchronisation. Time on a slow link comes from :class:`~commlab.comm.link.Link`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ import torch
 import torch.distributed as dist
 
 from commlab._checks import check_choice, check_int, check_nonnegative
-from commlab.distributed.link import Link
+from commlab.comm.link import Link
 
 REDUCE_OPS = ("sum", "mean")
 ASYNC_OPS = ("all_reduce", "all_gather", "broadcast", "mix", "exchange")
@@ -344,7 +344,7 @@ class DistComm(Communicator):
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError(
                 "DistComm needs torch.distributed: call torch.distributed.init_process_group first "
-                "(torchrun, or commlab.distributed.launch.run_workers)"
+                "(torchrun, or commlab.comm.launch.run_workers)"
             )
         self.group = group
         rank, world_size = dist.get_rank(group), dist.get_world_size(group)

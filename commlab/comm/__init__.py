@@ -1,0 +1,17 @@
+"""Transport between workers: what crosses the wire, how long it takes, who takes part.
+
+* :mod:`~commlab.comm.communicator` — :class:`Communicator` with :class:`SimComm` (N workers stacked
+  in one process) and :class:`DistComm` (one worker per ``torch.distributed`` rank), the
+  :class:`Meter` of bytes sent and :class:`Work` (overlapped collectives on the simulated clock);
+* :mod:`~commlab.comm.link` — :class:`Link`, the one latency/bandwidth (α–β) model, in bit/s;
+* :mod:`~commlab.comm.launch` — run a function on N local gloo processes, never hanging;
+* :mod:`~commlab.comm.netns` — a real rate-limited link between two network namespaces;
+* :mod:`~commlab.comm.membership` — which machines take part in each round (churn);
+* :mod:`~commlab.comm.hashing` — fingerprints to check that replicas are bit-identical.
+"""
+
+from commlab.comm.communicator import CommunicationError, Communicator, DistComm, Meter, SimComm, Work
+from commlab.comm.link import Link
+from commlab.comm.membership import Membership
+
+__all__ = ["CommunicationError", "Communicator", "DistComm", "Link", "Membership", "Meter", "SimComm", "Work"]

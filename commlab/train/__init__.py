@@ -1,0 +1,12 @@
+"""Programs that join a model, data and a training method.
+
+* :mod:`~commlab.train.loop` — the one training loop notebooks call (any method of
+  :mod:`commlab.distributed`, evaluation on a schedule, a progress bar);
+* :mod:`~commlab.train.ddp` — ``python -m commlab.train.ddp``: SmallCNN with DDP and a compressed
+  gradient hook under torchrun;
+* :mod:`~commlab.train.outer` — ``python -m commlab.train.outer``: the outer methods (DiLoCo, NoLoCo,
+  CO2, ...) on real ranks under torchrun;
+* :mod:`~commlab.train.ddp_simulator` — the same data-parallel training on a simulated link.
+
+Sub-modules are imported directly.
+"""
