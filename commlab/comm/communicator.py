@@ -77,6 +77,18 @@ class Work:
             self._comm._clock = max(self._comm._clock, self.finish_time)
         return self._result
 
+    def state_dict(self) -> dict:
+        """The result and times of a Work still to be waited for, so a checkpoint can carry it (waiting
+        is not required: every backend has the result when the Work is returned)."""
+        return {"result": self._result.clone(), "start": self.start_time, "finish": self.finish_time,
+                "started": self._comm is not None}
+
+    @staticmethod
+    def from_state(state: dict, comm: Communicator) -> Work:
+        """The Work :meth:`state_dict` saved; a started one moves ``comm``'s clock when waited for."""
+        return Work(state["result"].clone(), state["finish"], start_time=state["start"],
+                    comm=comm if state["started"] else None)
+
 
 @dataclass
 class Meter:
@@ -109,6 +121,17 @@ class Meter:
         self.bytes_sent.zero_()
         self.syncs, self.peak_bytes, self.calls = 0, 0.0, {}
 
+    def state_dict(self) -> dict:
+        return {"bytes_sent": self.bytes_sent.clone(), "syncs": self.syncs, "peak_bytes": self.peak_bytes,
+                "calls": dict(self.calls)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if tuple(state["bytes_sent"].shape) != (self.local_workers,):
+            raise ValueError(f"the meter state has {tuple(state['bytes_sent'].shape)} workers' counts, "
+                             f"this meter {self.local_workers}")
+        self.bytes_sent.copy_(state["bytes_sent"])
+        self.syncs, self.peak_bytes, self.calls = int(state["syncs"]), float(state["peak_bytes"]), dict(state["calls"])
+
     def summary(self) -> dict:
         """Plain numbers: mean bytes per local worker, syncs, peak bytes and calls per collective."""
         return {
@@ -138,7 +161,7 @@ class Communicator:
 
     def __init__(self, world_size: int, ranks: torch.Tensor, link: Link | None):
         if link is not None and not isinstance(link, Link):
-            raise TypeError(f"link must be a commlab.distributed.Link or None, got {type(link).__name__}")
+            raise TypeError(f"link must be a commlab.comm.Link or None, got {type(link).__name__}")
         self.world_size = world_size
         self.ranks = ranks
         self.local_workers = len(ranks)
@@ -154,6 +177,14 @@ class Communicator:
     def clock(self) -> float:
         """Seconds on the simulated clock: computation passed to :meth:`advance` plus link time."""
         return self._clock
+
+    def state_dict(self) -> dict:
+        """The meter and the simulated clock (a resumed run continues both)."""
+        return {"meter": self.meter.state_dict(), "clock": self._clock, "link_free": self._link_free}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.meter.load_state_dict(state["meter"])
+        self._clock, self._link_free = float(state["clock"]), float(state["link_free"])
 
     def advance(self, seconds: float) -> float:
         """Move the clock on by ``seconds`` of computation; returns the new time."""

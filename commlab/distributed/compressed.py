@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from commlab.comm.communicator import Communicator
+from commlab.comm import Communicator
 from commlab.compress.ef import Mechanism
 from commlab.compress.payload import Header, Part, Payload
 

@@ -51,7 +51,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from commlab._checks import check_int, check_seed
-from commlab.comm.communicator import DistComm, Meter
+from commlab.comm import DistComm, Meter
 from commlab.compress.ef import Mechanism
 from commlab.distributed.compressed import compressed_round
 from commlab.seeding import SeedTree

@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from commlab._checks import check_int, check_nonnegative, check_positive, check_real_number
-from commlab.comm.communicator import Communicator
+from commlab.comm import Communicator
 from commlab.compress.payload import Header, Payload
 from commlab.compress.sparsify import SampledTopK
 from commlab.seeding import SeedTree

@@ -65,7 +65,7 @@ from collections.abc import Callable
 import torch
 
 from commlab._checks import check_choice, check_int, check_positive, check_real_number, check_seed
-from commlab.comm.communicator import Communicator
+from commlab.comm import Communicator
 from commlab.compress.base import Compressor
 from commlab.compress.payload import Payload
 from commlab.compress.quantize import Identity

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import torch
 
 from commlab._checks import check_choice, check_int, check_nonnegative, check_positive, check_real_in
-from commlab.comm.communicator import Communicator
+from commlab.comm import Communicator
 from commlab.seeding import SeedTree
 
 # -- mixing matrices ----------------------------------------------------------------------------------

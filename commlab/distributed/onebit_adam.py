@@ -50,7 +50,7 @@ from collections.abc import Iterable
 import torch
 
 from commlab._checks import check_int, check_nonnegative, check_positive, check_real_number
-from commlab.comm.communicator import Communicator
+from commlab.comm import Communicator
 
 _SCALE_BYTES = 4
 

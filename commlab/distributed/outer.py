@@ -6,18 +6,20 @@ data and (optionally) the inner optimiser; after every inner step it calls
 is one line::
 
     flat = model.flat                                    # [L, d] replica parameters (a leaf tensor)
-    algo = DiLoCo(comm, flat, H=30, inner=lambda p: torch.optim.AdamW([p], lr=1e-3))
-    # algo = NoLoCo(comm, flat, H=30, inner=lambda p: torch.optim.AdamW([p], lr=1e-3))
+    algo = DiLoCo(comm, flat, sync_every=30, inner=lambda p: torch.optim.AdamW([p], lr=1e-3))
+    # algo = NoLoCo(comm, flat, sync_every=30, inner=lambda p: torch.optim.AdamW([p], lr=1e-3))
     for step in range(steps):
         loss, grad = model.loss_and_grad(x_batch, y_batch)
         algo.step(grad)                                  # inner step + after_inner_step()
     algo.finish()                                        # drain what is still in flight
     algo.summary()                                       # bytes, peak bytes per sync, syncs, clock
+    algo.state_dict()                                    # a checkpoint that resumes bit for bit
 
 Without ``inner`` the loop runs its own optimiser on ``params`` and calls ``algo.after_inner_step()``.
 ``params`` has a leading local-worker axis (``[L, d]``; L = N on :class:`~commlab.comm.communicator.SimComm`,
 L = 1 on :class:`~commlab.comm.communicator.DistComm`), and the methods change it in place. Bytes
-are counted by ``comm.meter``; each collective is also recorded as a :class:`SyncEvent` (step,
+are counted by ``comm.meter``; each collective is also recorded as a
+:class:`~commlab.distributed.method.SyncEvent` (step,
 bytes, launch and finish time on the simulated clock). ``step_seconds`` moves the simulated clock on
 by one inner step's computation, so ``comm.clock`` is the simulated wall-clock of the run; overlapped
 collectives use :meth:`Communicator.start <commlab.comm.communicator.Communicator.start>`.
@@ -28,18 +30,18 @@ The methods (the symbols are those of briefs/distributed/{streaming_diloco,noloc
   ``"nesterov"`` (PyTorch's form: b ← μb + Δ; θ ← θ − η(Δ + μb)) or ``"heavy_ball"`` (b ← μb + Δ;
   θ ← θ − ηb; what the NoLoCo repository and CO2 call outer momentum). ``momentum=0`` is plain SGD.
   Optional elementwise clipping of the buffer, b ← clip(b, −φ, φ) (CO2's outer momentum clipping).
-* :class:`DiLoCo` (Douillard et al. 2023) — every H inner steps: Δ = mean_m(θ_g − θ_m) by one fp32
+* :class:`DiLoCo` (Douillard et al. 2023) — every H inner steps (``sync_every``): Δ = mean_m(θ_g − θ_m) by one fp32
   all-reduce, θ_g ← OuterSGD(θ_g, Δ), θ_m ← θ_g. Defaults η = 0.7, μ = 0.9, Nesterov.
 * :class:`DataParallel` — the every-step baseline in the same form: the gradient is all-reduced (mean)
   before each inner step.
-* :class:`LocalSGD` — DiLoCo with heavy-ball outer momentum (η = 1, β = 0.5) every τ steps: the
+* :class:`LocalSGD` — DiLoCo with heavy-ball outer momentum (η = 1, β = 0.5) every τ steps (``sync_every``): the
   synchronous local-SGD / SlowMo baseline of CO2.
 * :class:`StreamingDiLoCo` (Douillard et al. 2025) — P fragments (layer ℓ in fragment ℓ mod P), each with
   its own global copy θ_g,p and outer optimiser. Fragment p is sent at inner steps t with
   t ≡ (p + 1)·H/P (mod H): Δ_m,p = θ_g,p − θ_m,p is quantised per block of ``block`` values (4-bit E3M0
   by default, one 32-bit scale per block), all-gathered as packed bytes and averaged in fp32 while the
-  workers keep training; τ steps later θ_g,p ← OuterSGD_p(θ_g,p, Δ̄_p) and
-  θ_m,p ← α·θ_m,p + (1 − α)·θ_g,p. Requires H divisible by P, 0 ≤ τ < H/P, α ∈ [0, 1].
+  workers keep training; τ steps later (``overlap_steps``) θ_g,p ← OuterSGD_p(θ_g,p, Δ̄_p) and
+  θ_m,p ← α·θ_m,p + (1 − α)·θ_g,p (α: ``mixing``). Requires H divisible by P, 0 ≤ τ < H/P, α ∈ [0, 1].
 * :class:`NoLoCo` (Kolehmainen et al. 2025) — no all-reduce. Every H steps a permutation that every
   replica derives from (seed, outer step) splits the N replicas into groups of ``group_size``
   (consecutive entries; with N not divisible the last group is smaller, e.g. a singleton for odd N
@@ -51,7 +53,7 @@ The methods (the symbols are those of briefs/distributed/{streaming_diloco,noloc
   β(mean θ − mean φ) + γ(mean φ − φ_i) = β(mean θ − φ_i), so only θ (d floats) is sent; otherwise
   φ and θ − φ (2d floats), except with γ = 0 (no pull), which needs only θ − φ (d floats).
   Defaults α = 0.5, β = γ = 0.7, pairs.
-* :class:`CO2` (Sun et al. 2024) — rounds of τ inner steps from the anchor x_o; at the end of round t
+* :class:`CO2` (Sun et al. 2024) — rounds of τ inner steps (``sync_every``) from the anchor x_o; at the end of round t
   the average ȳ_t is launched in the background and the average of round t − 1 is waited for (one
   round stale): Δ = (x_o,prev − ȳ_{t−1})/Λ_t; m ← βm + Δ; m ← clip(m, −φ, φ); x_o,prev ← x_o;
   x_o ← x_o − ηm; every worker restarts from x_o. Λ_t is ``penalty`` (``gap_penalty="constant"``,
@@ -62,12 +64,13 @@ The methods (the symbols are those of briefs/distributed/{streaming_diloco,noloc
 
 Simulated and real workers run the same code: the permutation and quantiser draws come from
 :class:`~commlab.seeding.SeedTree`, and ``DistComm(deterministic=True)`` gives bit-identical runs.
+A checkpoint taken while a collective is in flight (Streaming DiLoCo's fragments, CO2's stale average)
+carries that collective's result, so the resumed run applies it at the same step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 
@@ -80,10 +83,11 @@ from commlab._checks import (
     check_real_number,
     check_seed,
 )
-from commlab.comm.communicator import Communicator, Work
+from commlab.comm import Communicator, Work
 from commlab.compress.base import Compressor
 from commlab.compress.quantize import Identity, LowPrecision
 from commlab.distributed.compressed import pack_payloads, unpack_payloads
+from commlab.distributed.method import Method, SyncEvent
 from commlab.seeding import SeedTree
 
 FORMS = ("nesterov", "heavy_ball")
@@ -150,28 +154,8 @@ class OuterSGD:
         return f"OuterSGD(lr={self.lr}, momentum={self.momentum}, form={self.form!r}, clip={self.clip})"
 
 
-@dataclass
-class SyncEvent:
-    """One collective a method ran.
-
-    Attributes:
-        step: inner steps done when it was launched (0 for the initial broadcast).
-        kind: ``"init"`` (initial broadcast), ``"sync"`` (outer synchronisation) or ``"fragment"``.
-        bytes: the most bytes one local worker sent in it.
-        start: simulated clock (s) at launch; finish: when its result was available.
-        fragment: the fragment index (Streaming DiLoCo), else None.
-    """
-
-    step: int
-    kind: str
-    bytes: float
-    start: float
-    finish: float
-    fragment: int | None = None
-
-
-class OuterMethod:
-    """What every method shares: argument checks, the inner step, the clock and the event log.
+class OuterMethod(Method):
+    """What the outer methods share: the inner step, the clock and the initial broadcast.
 
     Args:
         comm: the communicator.
@@ -187,19 +171,7 @@ class OuterMethod:
 
     def __init__(self, comm: Communicator, params: torch.Tensor, *, inner: InnerFactory | None = None,
                  step_seconds: float = 0.0, sync_init: bool = True):
-        if not isinstance(comm, Communicator):
-            raise TypeError(f"comm must be a commlab Communicator, got {type(comm).__name__}")
-        if not isinstance(params, torch.Tensor) or not params.is_floating_point():
-            raise TypeError("params must be a floating torch.Tensor of shape [L, d]")
-        if params.dim() != 2 or params.shape[0] != comm.local_workers:
-            raise ValueError(f"params must have shape [L, d] with L = {comm.local_workers} local workers, "
-                             f"got {tuple(params.shape)}")
-        self.comm = comm
-        self.params = params
-        self.d = params.shape[1]
-        self.step_seconds = check_nonnegative("step_seconds", step_seconds)
-        self.steps = 0
-        self.events: list[SyncEvent] = []
+        super().__init__(comm, params, step_seconds=step_seconds)
         if sync_init:
             with torch.no_grad():
                 params.copy_(self._run("init", comm.broadcast, params.detach(), 0).wait())
@@ -217,10 +189,8 @@ class OuterMethod:
         if self.inner is None:
             raise RuntimeError("step() needs an inner optimiser factory (inner=...); without one, run your "
                                "optimiser and call after_inner_step()")
-        if grad.shape != self.params.shape:
-            raise ValueError(f"grad must have the shape of params {tuple(self.params.shape)}, got {tuple(grad.shape)}")
         before = len(self.events)
-        self.params.grad = self._gradient(grad.detach().to(self.params.dtype))
+        self.params.grad = self._gradient(self._check_grads(grad, finite=False))
         self.inner.step()
         self.params.grad = None
         self._advance()
@@ -243,45 +213,25 @@ class OuterMethod:
         """The gradient the inner optimiser uses (the worker's own, except for data parallelism)."""
         return grad
 
-    def finish(self) -> None:
-        """Complete what is still in flight (Streaming DiLoCo's fragments, CO2's last average)."""
-
     @property
     def outer_params(self) -> torch.Tensor:
         """The method's outer (global) parameters ``[d]`` (NoLoCo: ``[L, d]``, one per replica)."""
         raise NotImplementedError
 
-    def summary(self) -> dict:
-        """Plain numbers for a notebook: inner steps, synchronisations (init excluded), mean bytes per
-        local worker in all (init included), peak bytes one worker sent in one synchronisation (init
-        excluded) and the simulated clock (s)."""
-        syncs = [e for e in self.events if e.kind != "init"]
-        return {
-            "steps": self.steps,
-            "syncs": len(syncs),
-            "bytes_per_worker": float(self.comm.meter.bytes_sent.mean()),
-            "peak_bytes_per_sync": max((e.bytes for e in syncs), default=0.0),
-            "clock": self.comm.clock,
-        }
+    def _state(self) -> dict:
+        return {"inner": None if self.inner is None else self.inner.state_dict()}
+
+    def _load(self, state: dict) -> None:
+        if (state["inner"] is None) != (self.inner is None):
+            raise ValueError("the state was saved with" + (" no" if state["inner"] is None else "") +
+                             " inner optimiser; build the method the same way")
+        if self.inner is not None:
+            self.inner.load_state_dict(state["inner"])
 
     # -- what the methods define ----------------------------------------------------------------
 
     def _after(self, t: int) -> None:
         raise NotImplementedError
-
-    def _run(self, kind: str, collective, *args, overlap: bool = False, fragment: int | None = None,
-             **kwargs) -> Work:
-        """Run a collective (launched in the background if ``overlap``) and log it as a SyncEvent."""
-        sent = self.comm.meter.bytes_sent.clone()
-        start = self.comm.clock
-        if overlap:
-            work = self.comm.start(collective.__name__, *args, **kwargs)
-        else:
-            work = collective(*args, **kwargs)
-        per_worker = self.comm.meter.bytes_sent - sent
-        self.events.append(SyncEvent(self.steps, kind, float(per_worker.max()), work.start_time if overlap else start,
-                                     work.finish_time, fragment))
-        return work
 
 
 class DiLoCo(OuterMethod):
@@ -292,14 +242,15 @@ class DiLoCo(OuterMethod):
 
     Args:
         comm, params, inner, step_seconds, sync_init: see :class:`OuterMethod`.
-        H: inner steps per outer step (>= 1).
+        sync_every: H, inner steps per outer step (>= 1).
         outer: the :class:`OuterSGD` (default η = 0.7, μ = 0.9, Nesterov); used as given (its state
             is the outer momentum).
     """
 
-    def __init__(self, comm: Communicator, params: torch.Tensor, *, H: int, outer: OuterSGD | None = None,
-                 inner: InnerFactory | None = None, step_seconds: float = 0.0, sync_init: bool = True):
-        self.H = check_int("H", H, low=1)
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, sync_every: int,
+                 outer: OuterSGD | None = None, inner: InnerFactory | None = None, step_seconds: float = 0.0,
+                 sync_init: bool = True):
+        self.sync_every = check_int("sync_every", sync_every, low=1)
         if outer is not None and not isinstance(outer, OuterSGD):
             raise TypeError(f"outer must be an OuterSGD, got {type(outer).__name__}")
         self.outer = outer if outer is not None else OuterSGD()
@@ -310,8 +261,16 @@ class DiLoCo(OuterMethod):
     def outer_params(self) -> torch.Tensor:
         return self.global_params
 
+    def _state(self):
+        return {**super()._state(), "global_params": self.global_params.clone(), "outer": self.outer.state_dict()}
+
+    def _load(self, state):
+        super()._load(state)
+        self.global_params = state["global_params"].clone()
+        self.outer.load_state_dict(state["outer"])
+
     def _after(self, t):
-        if t % self.H:
+        if t % self.sync_every:
             return
         delta = self.global_params - self.params
         mean = self._run("sync", self.comm.all_reduce, delta, op="mean").wait()[0]
@@ -345,15 +304,16 @@ class DataParallel(OuterMethod):
 
 
 class LocalSGD(DiLoCo):
-    """Synchronous local SGD with outer momentum (SlowMo; CO2's baseline): DiLoCo every τ steps with
-    heavy-ball outer SGD, m ← βm + Δ; x ← x − ηm. Defaults from the CO2 release: τ = 3, η = 1, β = 0.5.
-    On the simulated clock a round costs τc + C."""
+    """Synchronous local SGD with outer momentum (SlowMo; CO2's baseline): DiLoCo every τ steps
+    (``sync_every``) with heavy-ball outer SGD, m ← βm + Δ; x ← x − ηm (η: ``outer_lr``, β:
+    ``outer_momentum``). Defaults from the CO2 release: τ = 3, η = 1, β = 0.5. On the simulated clock a
+    round costs τc + C."""
 
-    def __init__(self, comm: Communicator, params: torch.Tensor, *, tau: int = 3, lr: float = 1.0, beta: float = 0.5,
-                 inner: InnerFactory | None = None, step_seconds: float = 0.0, sync_init: bool = True):
-        self.tau = check_int("tau", tau, low=1)
-        super().__init__(comm, params, H=self.tau, outer=OuterSGD(lr, beta, "heavy_ball"), inner=inner,
-                         step_seconds=step_seconds, sync_init=sync_init)
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, sync_every: int = 3, outer_lr: float = 1.0,
+                 outer_momentum: float = 0.5, inner: InnerFactory | None = None, step_seconds: float = 0.0,
+                 sync_init: bool = True):
+        super().__init__(comm, params, sync_every=sync_every, outer=OuterSGD(outer_lr, outer_momentum, "heavy_ball"),
+                         inner=inner, step_seconds=step_seconds, sync_init=sync_init)
 
 
 def layer_pieces(layers, d: int) -> list[list[slice]]:
@@ -430,11 +390,11 @@ class StreamingDiLoCo(OuterMethod):
 
     Args:
         comm, params, inner, step_seconds, sync_init: see :class:`OuterMethod`.
-        H: inner steps between two synchronisations of the same fragment; divisible by P.
+        sync_every: H, inner steps between two synchronisations of the same fragment; divisible by P.
         fragments: P >= 1; fragment p is sent after inner steps t ≡ (p + 1)·H/P (mod H).
         layers: the layers for the strided assignment (see :func:`fragment_indices`).
-        tau: overlap τ in [0, H/P): the averaged fragment is applied τ inner steps after it was sent.
-        alpha: mixing α in [0, 1]: θ_m,p ← α·θ_m,p + (1 − α)·θ_g,p (0: overwrite with the global copy).
+        overlap_steps: τ in [0, H/P): the averaged fragment is applied τ inner steps after it was sent.
+        mixing: α in [0, 1]: θ_m,p ← α·θ_m,p + (1 − α)·θ_g,p (0: overwrite with the global copy).
         compressor: how outer gradients cross the wire: any commlab compressor, applied per block of
             ``block`` values (each block a row, so E3M0 has one 32-bit scale per block; the last block
             is zero-padded), packed to bytes and all-gathered, then decoded and averaged in fp32 (or
@@ -445,19 +405,21 @@ class StreamingDiLoCo(OuterMethod):
         seed: root of the quantiser's random draws (only used by random compressors).
     """
 
-    def __init__(self, comm: Communicator, params: torch.Tensor, *, H: int, fragments: int = 2, layers=None,
-                 tau: int = 1, alpha: float = 0.5, compressor: Compressor | None = E3M0, block: int = 128,
-                 outer: OuterSGD | None = None, seed: int = 0, inner: InnerFactory | None = None,
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, sync_every: int, fragments: int = 2,
+                 layers=None, overlap_steps: int = 1, mixing: float = 0.5, compressor: Compressor | None = E3M0,
+                 block: int = 128, outer: OuterSGD | None = None, seed: int = 0, inner: InnerFactory | None = None,
                  step_seconds: float = 0.0, sync_init: bool = True):
-        self.H = check_int("H", H, low=1)
+        self.sync_every = check_int("sync_every", sync_every, low=1)
         self.fragments = check_int("fragments", fragments, low=1)
-        if self.H % self.fragments:
-            raise ValueError(f"H = {self.H} must be divisible by the number of fragments P = {self.fragments}")
-        self.period = self.H // self.fragments
-        self.tau = check_int("tau", tau, low=0)
-        if self.tau >= self.period:
-            raise ValueError(f"tau must be in [0, H/P) = [0, {self.period}), got {self.tau}")
-        self.alpha = check_probability("alpha", alpha)
+        if self.sync_every % self.fragments:
+            raise ValueError(f"sync_every = {self.sync_every} must be divisible by the number of fragments "
+                             f"P = {self.fragments}")
+        self.period = self.sync_every // self.fragments
+        self.overlap_steps = check_int("overlap_steps", overlap_steps, low=0)
+        if self.overlap_steps >= self.period:
+            raise ValueError(f"overlap_steps must be in [0, sync_every/fragments) = [0, {self.period}), "
+                             f"got {self.overlap_steps}")
+        self.mixing = check_probability("mixing", mixing)
         if compressor is not None and not isinstance(compressor, Compressor):
             raise TypeError(f"compressor must be a commlab Compressor or None, got {type(compressor).__name__}")
         self.compressor = None if isinstance(compressor, Identity) else compressor
@@ -470,7 +432,7 @@ class StreamingDiLoCo(OuterMethod):
         template = outer if outer is not None else OuterSGD()
         self.outers = [template.fresh() for _ in range(self.fragments)]
         self.global_fragments = [params[0, idx].detach().clone() for idx in self.indices]
-        self._pending: dict[int, tuple[int, Callable[[], torch.Tensor]]] = {}  # receive step -> (p, mean)
+        self._pending: dict[int, tuple[int, Work]] = {}  # receive step -> (fragment, its exchange)
 
     def fragment_due(self, t: int) -> int | None:
         """The fragment sent after inner step ``t`` (1-based), or None."""
@@ -488,37 +450,49 @@ class StreamingDiLoCo(OuterMethod):
             for due in sorted(self._pending):
                 self._receive(*self._pending.pop(due))
 
+    def _state(self):
+        return {**super()._state(), "global_fragments": [theta.clone() for theta in self.global_fragments],
+                "outers": [outer.state_dict() for outer in self.outers],
+                "pending": {due: (p, work.state_dict()) for due, (p, work) in self._pending.items()}}
+
+    def _load(self, state):
+        super()._load(state)
+        self.global_fragments = [theta.clone() for theta in state["global_fragments"]]
+        for outer, saved in zip(self.outers, state["outers"], strict=True):
+            outer.load_state_dict(saved)
+        self._pending = {int(due): (p, Work.from_state(work, self.comm)) for due, (p, work) in state["pending"].items()}
+
     def _after(self, t):
         p = self.fragment_due(t)
         if p is not None:
             delta = self.global_fragments[p] - self.params[:, self.indices[p]]
-            self._pending[t + self.tau] = (p, self._average(delta, p, t))
+            self._pending[t + self.overlap_steps] = (p, self._launch(delta, p, t))
         if t in self._pending:
             self._receive(*self._pending.pop(t))
 
-    def _receive(self, p: int, mean: Callable[[], torch.Tensor]) -> None:
-        theta = self.outers[p].step(self.global_fragments[p], mean())
+    def _receive(self, p: int, work: Work) -> None:
+        theta = self.outers[p].step(self.global_fragments[p], self._mean(p, work))
         idx = self.indices[p]
-        self.params[:, idx] = self.alpha * self.params[:, idx] + (1 - self.alpha) * theta
+        self.params[:, idx] = self.mixing * self.params[:, idx] + (1 - self.mixing) * theta
 
-    def _average(self, delta: torch.Tensor, p: int, t: int) -> Callable[[], torch.Tensor]:
-        """Launch the exchange of the local outer gradients ``[L, d_p]``; returns a function that waits
-        for it and gives their mean over all N workers ``[d_p]``."""
+    def _launch(self, delta: torch.Tensor, p: int, t: int) -> Work:
+        """Launch the exchange of the local outer gradients ``[L, d_p]`` of fragment ``p``."""
         if self.compressor is None:
-            work = self._run("fragment", self.comm.all_reduce, delta, op="mean", overlap=True, fragment=p)
-            return lambda: work.wait()[0]
+            return self._run("fragment", self.comm.all_reduce, delta, op="mean", overlap=True, fragment=p)
         payloads = [self.compressor.compress(self._blocks(row), self._generator(t, int(rank)))
                     for row, rank in zip(delta, self.comm.ranks, strict=True)]
         packed = pack_payloads(payloads).to(self.comm.device)
-        work = self._run("fragment", self.comm.all_gather, packed, overlap=True, fragment=p)
-        n = delta.shape[1]
-        acc = torch.float64 if delta.dtype == torch.float64 else torch.float32
+        return self._run("fragment", self.comm.all_gather, packed, overlap=True, fragment=p)
 
-        def mean() -> torch.Tensor:
-            rows = [self.compressor.decompress(pl) for pl in unpack_payloads(work.wait(), payloads[0].header)]
-            return torch.stack([r.reshape(-1)[:n].to(acc) for r in rows]).mean(dim=0).to(delta.dtype)
-
-        return mean
+    def _mean(self, p: int, work: Work) -> torch.Tensor:
+        """Wait for fragment ``p``'s exchange; the mean of the N workers' outer gradients ``[d_p]``."""
+        if self.compressor is None:
+            return work.wait()[0]
+        n, dtype = len(self.indices[p]), self.params.dtype
+        header = self.compressor.compress(self._blocks(torch.zeros(n, dtype=dtype)), self._generator(0, 0)).header
+        acc = torch.float64 if dtype == torch.float64 else torch.float32
+        rows = [self.compressor.decompress(pl) for pl in unpack_payloads(work.wait(), header)]
+        return torch.stack([r.reshape(-1)[:n].to(acc) for r in rows]).mean(dim=0).to(dtype)
 
     def _blocks(self, row: torch.Tensor) -> torch.Tensor:
         """One worker's ``[d_p]`` outer gradient as ``[ceil(d_p / block), block]`` rows (zero-padded)."""
@@ -546,10 +520,10 @@ class NoLoCo(OuterMethod):
 
     Args:
         comm, params, inner, step_seconds, sync_init: see :class:`OuterMethod`.
-        H: inner steps per outer step (>= 1; the configs use 50).
-        alpha: momentum weight α in [0, 1) (0.5).
-        beta: weight β >= 0 of the group's mean local progress mean(θ − φ) (0.7).
-        gamma: weight γ >= 0 of the pull toward the group's mean outer weights (0.7; 0 = no pull).
+        sync_every: H, inner steps per outer step (>= 1; the configs use 50).
+        momentum: α, the momentum weight in [0, 1) (0.5).
+        progress_weight: β >= 0, the weight of the group's mean local progress mean(θ − φ) (0.7).
+        pull_weight: γ >= 0, the weight of the pull toward the group's mean outer weights (0.7; 0 = no pull).
         group_size: replicas per group (>= 2; 2 = pairs).
         seed: root of the permutations; the permutation of outer step k depends only on (seed, k),
             so every replica derives the same grouping without coordination.
@@ -557,15 +531,15 @@ class NoLoCo(OuterMethod):
     State: ``phi`` ``[L, d]`` outer weights and ``delta`` ``[L, d]`` momentum of the local replicas.
     """
 
-    def __init__(self, comm: Communicator, params: torch.Tensor, *, H: int, alpha: float = 0.5, beta: float = 0.7,
-                 gamma: float = 0.7, group_size: int = 2, seed: int = 0, inner: InnerFactory | None = None,
-                 step_seconds: float = 0.0, sync_init: bool = True):
-        self.H = check_int("H", H, low=1)
-        self.alpha = check_probability("alpha", alpha)
-        if self.alpha == 1.0:
-            raise ValueError("alpha must be in [0, 1), got 1.0")
-        self.beta = check_nonnegative("beta", beta)
-        self.gamma = check_nonnegative("gamma", gamma)
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, sync_every: int, momentum: float = 0.5,
+                 progress_weight: float = 0.7, pull_weight: float = 0.7, group_size: int = 2, seed: int = 0,
+                 inner: InnerFactory | None = None, step_seconds: float = 0.0, sync_init: bool = True):
+        self.sync_every = check_int("sync_every", sync_every, low=1)
+        self.momentum = check_probability("momentum", momentum)
+        if self.momentum == 1.0:
+            raise ValueError("momentum must be in [0, 1), got 1.0")
+        self.progress_weight = check_nonnegative("progress_weight", progress_weight)
+        self.pull_weight = check_nonnegative("pull_weight", pull_weight)
         self.group_size = check_int("group_size", group_size, low=2)
         self.seeds = SeedTree(check_seed(seed))
         super().__init__(comm, params, inner=inner, step_seconds=step_seconds, sync_init=sync_init)
@@ -576,6 +550,14 @@ class NoLoCo(OuterMethod):
     def outer_params(self) -> torch.Tensor:
         return self.phi
 
+    def _state(self):
+        return {**super()._state(), "phi": self.phi.clone(), "delta": self.delta.clone()}
+
+    def _load(self, state):
+        super()._load(state)
+        self.phi.copy_(state["phi"])
+        self.delta.copy_(state["delta"])
+
     def groups(self, k: int) -> list[list[int]]:
         """The groups of outer step ``k`` (0-based): consecutive chunks of a permutation of the N
         replicas given by argsort of BLAKE2b-derived keys of (seed, k, i), stable across versions."""
@@ -585,20 +567,20 @@ class NoLoCo(OuterMethod):
         return [perm[i:i + self.group_size] for i in range(0, n, self.group_size)]
 
     def _after(self, t):
-        if t % self.H:
+        if t % self.sync_every:
             return
-        W = group_matrix(self.groups(t // self.H - 1), self.comm.world_size)
+        W = group_matrix(self.groups(t // self.sync_every - 1), self.comm.world_size)
         theta, phi = self.params, self.phi
-        if self.beta == self.gamma:
+        if self.progress_weight == self.pull_weight:
             mean_theta = self._run("sync", self.comm.mix, theta.detach(), W).wait()
-            pull = self.beta * (mean_theta - phi)
-        elif self.gamma == 0:  # no pull toward the group's φ: only its mean progress travels
-            pull = self.beta * self._run("sync", self.comm.mix, theta.detach() - phi, W).wait()
+            pull = self.progress_weight * (mean_theta - phi)
+        elif self.pull_weight == 0:  # no pull toward the group's φ: only its mean progress travels
+            pull = self.progress_weight * self._run("sync", self.comm.mix, theta.detach() - phi, W).wait()
         else:
             mixed = self._run("sync", self.comm.mix, torch.cat([phi, theta.detach() - phi], dim=1), W).wait()
             mean_phi, mean_progress = mixed[:, : self.d], mixed[:, self.d :]
-            pull = self.beta * mean_progress + self.gamma * (mean_phi - phi)
-        self.delta.mul_(self.alpha).add_(pull)
+            pull = self.progress_weight * mean_progress + self.pull_weight * (mean_phi - phi)
+        self.delta.mul_(self.momentum).add_(pull)
         phi.add_(self.delta)
         theta.copy_(phi)
 
@@ -608,8 +590,8 @@ class CO2(OuterMethod):
 
     Args:
         comm, params, inner, step_seconds, sync_init: see :class:`OuterMethod`.
-        tau: inner steps per round τ (>= 1; 3 in the release).
-        lr: outer learning rate η (1.0); beta: outer momentum β in [0, 1) (0.5).
+        sync_every: τ, inner steps per round (>= 1; 3 in the release).
+        outer_lr: η, the outer learning rate (1.0); outer_momentum: β in [0, 1) (0.5).
         gap_penalty: ``"constant"`` (Λ = ``penalty``) or ``"relative"`` (per layer,
             Λ = 1 + ``penalty``·‖x_o − x_o,prev‖/‖x_o,prev − ȳ‖).
         penalty: Λ >= 1 for ``"constant"`` (1.0), λ >= 0 for ``"relative"``.
@@ -627,16 +609,17 @@ class CO2(OuterMethod):
     SGD matched local SGD per step).
     """
 
-    def __init__(self, comm: Communicator, params: torch.Tensor, *, tau: int = 3, lr: float = 1.0, beta: float = 0.5,
-                 gap_penalty: str = "constant", penalty: float = 1.0, clip: float | None = None, layers=None,
-                 inner: InnerFactory | None = None, step_seconds: float = 0.0, sync_init: bool = True):
-        self.tau = check_int("tau", tau, low=1)
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, sync_every: int = 3, outer_lr: float = 1.0,
+                 outer_momentum: float = 0.5, gap_penalty: str = "constant", penalty: float = 1.0,
+                 clip: float | None = None, layers=None, inner: InnerFactory | None = None, step_seconds: float = 0.0,
+                 sync_init: bool = True):
+        self.sync_every = check_int("sync_every", sync_every, low=1)
         self.gap_penalty = check_choice("gap_penalty", gap_penalty, GAP_PENALTIES)
         if gap_penalty == "constant":
             self.penalty = check_real_number("penalty", penalty, low=1.0)
         else:
             self.penalty = check_nonnegative("penalty", penalty)
-        self.outer = OuterSGD(lr, beta, "heavy_ball", clip=clip)
+        self.outer = OuterSGD(outer_lr, outer_momentum, "heavy_ball", clip=clip)
         super().__init__(comm, params, inner=inner, step_seconds=step_seconds, sync_init=sync_init)
         self.layers = [_indices(layer) for layer in layer_pieces(layers, self.d)]
         self.anchor = params[0].detach().clone()
@@ -647,6 +630,18 @@ class CO2(OuterMethod):
     def outer_params(self) -> torch.Tensor:
         return self.anchor
 
+    def _state(self):
+        return {**super()._state(), "anchor": self.anchor.clone(), "anchor_prev": self.anchor_prev.clone(),
+                "outer": self.outer.state_dict(),
+                "pending": None if self._pending is None else self._pending.state_dict()}
+
+    def _load(self, state):
+        super()._load(state)
+        self.anchor.copy_(state["anchor"])
+        self.anchor_prev.copy_(state["anchor_prev"])
+        self.outer.load_state_dict(state["outer"])
+        self._pending = None if state["pending"] is None else Work.from_state(state["pending"], self.comm)
+
     def finish(self):
         if self._pending is not None:
             with torch.no_grad():
@@ -655,7 +650,7 @@ class CO2(OuterMethod):
             self._pending = None
 
     def _after(self, t):
-        if t % self.tau:
+        if t % self.sync_every:
             return
         work = self._run("sync", self.comm.all_reduce, self.params.detach(), op="mean", overlap=True)
         if self._pending is not None:

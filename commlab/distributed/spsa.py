@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 
 from commlab._checks import check_choice, check_int, check_positive, check_seed
-from commlab.comm.communicator import Communicator
+from commlab.comm import Communicator
 from commlab.comm.hashing import state_hash
 from commlab.comm.membership import Membership
 from commlab.compress.base import Compressor

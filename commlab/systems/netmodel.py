@@ -1,20 +1,9 @@
-"""Analytic costs of synchronisation: collective times, compute utilisation, overlapped rounds.
+"""Analytic costs of synchronisation: compute utilisation and overlapped rounds, on the lab's one
+α–β link model (:class:`~commlab.comm.link.Link`, bit/s; its algorithms and coefficients (a, b) of
+T = a·ℓ + b·S/B are :data:`~commlab.comm.link.ALGORITHMS` and :func:`~commlab.comm.link.coefficients`).
 
-Every collective below costs T = a·ℓ + b·S/B for a message of S bits per worker on links of
-latency ℓ (s) and bandwidth B (bit/s), with (a, b) set by the algorithm and the number of workers N:
-
-=====================  ===================  ====================  ===========================================
-algorithm              a                    b                     note
-=====================  ===================  ====================  ===========================================
-``"ring"``             2(N − 1)             2(N − 1)/N            reduce-scatter + all-gather (= ``Link``)
-``"tree"``             2⌈log₂ N⌉            2⌈log₂ N⌉             reduce then broadcast along a binary tree
-``"bandwidth_optimal"``  1                  2                     ℓ + 2S/B: the large-N ring with one latency
-``"pairwise"``         1                    1                     one exchange with one peer (NoLoCo)
-=====================  ===================  ====================  ===========================================
-
-``"ring"`` and ``"pairwise"`` are the all-reduce and point-to-point costs of
-:class:`~commlab.comm.link.Link`, which the simulated clock of a
-:class:`~commlab.comm.communicator.SimComm` uses; the others are the forms the briefs quote
+``"ring"`` and ``"pairwise"`` are the all-reduce and point-to-point costs the simulated clock of a
+:class:`~commlab.comm.communicator.SimComm` charges; the others are the forms the briefs quote
 (briefs/distributed/noloco_gossip.md: tree 2·log₂N·(ℓ + S/B), pairwise ℓ + S/B;
 briefs/distributed/streaming_diloco.md: T = ℓ + 2S/B). With N = 1 nothing is sent and T = 0.
 
@@ -37,42 +26,15 @@ from __future__ import annotations
 
 import math
 
-from commlab._checks import check_choice, check_int, check_nonnegative, check_positive, check_real_number
-
-ALGORITHMS = ("ring", "tree", "bandwidth_optimal", "pairwise")
-
-
-def coefficients(algorithm: str, workers: int) -> tuple[float, float]:
-    """(a, b) of T = a·ℓ + b·S/B for ``algorithm`` on ``workers`` = N >= 1 workers."""
-    check_choice("algorithm", algorithm, ALGORITHMS)
-    n = check_int("workers", workers, low=1)
-    if n == 1:
-        return 0.0, 0.0
-    if algorithm == "ring":
-        return 2.0 * (n - 1), 2.0 * (n - 1) / n
-    if algorithm == "tree":
-        depth = 2.0 * math.ceil(math.log2(n))
-        return depth, depth
-    if algorithm == "bandwidth_optimal":
-        return 1.0, 2.0
-    return 1.0, 1.0
+from commlab._checks import check_int, check_nonnegative, check_positive, check_real_number
+from commlab.comm.link import Link, coefficients
 
 
 def collective_seconds(bits: float, *, workers: int, bandwidth: float, latency: float = 0.0,
                        algorithm: str = "ring") -> float:
-    """Seconds T = a·ℓ + b·S/B of one synchronisation of ``bits`` = S bits per worker.
-
-    Args:
-        bits: message size S per worker (bits, >= 0).
-        workers: N >= 1.
-        bandwidth: B in bit/s (> 0; ``math.inf`` for an unlimited link).
-        latency: ℓ in seconds (>= 0).
-        algorithm: one of :data:`ALGORITHMS`.
-    """
-    a, b = coefficients(algorithm, workers)
-    bits, latency = check_nonnegative("bits", bits), check_nonnegative("latency", latency)
-    per_bit = 0.0 if bandwidth == math.inf else 1.0 / check_positive("bandwidth", bandwidth)
-    return a * latency + b * bits * per_bit
+    """Seconds T = a·ℓ + b·S/B of one synchronisation of ``bits`` = S bits per worker on
+    ``Link(bandwidth, latency)`` (bit/s, s) among ``workers`` = N; see :meth:`Link.collective_seconds`."""
+    return Link(bandwidth, check_nonnegative("latency", latency)).collective_seconds(bits, workers, algorithm)
 
 
 def compute_utilisation(bandwidth: float, *, bits: float, step_seconds: float, period: int,

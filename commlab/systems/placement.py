@@ -18,8 +18,8 @@ device (balance: ``cap_g = E / G``; without it everything collapses onto one dev
   linear assignment of the layer-``l + 1`` experts to device slots (``cap_g`` slots per device).
 * :func:`milp_placement`: the integer programme (1) solved by HiGHS with a time limit (validation on
   small instances).
-* :func:`cross_device_hops`, :func:`alltoall_traffic`, :func:`alltoall_time`: the resulting
-  communication, with an alpha-beta model of one all-to-all.
+* :func:`cross_device_hops`, :func:`alltoall_traffic`: the resulting communication; its time is
+  :meth:`Link.alltoall_seconds <commlab.comm.link.Link.alltoall_seconds>` of the traffic in bits.
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def alltoall_traffic(counts, placement, n_devices: int) -> np.ndarray:
     """Tokens sent from device to device at each layer boundary (the all-to-all of context-coherent
     expert parallelism): int64 ``[L - 1, G, G]``, ``[l, g, h]`` = tokens moving from device g (layer-l expert)
     to device h (layer-``l + 1`` expert). The diagonal stays local; the off-diagonal sum is
-    :func:`cross_device_hops`. Multiply by the bytes of one token's hidden state for the volume."""
+    :func:`cross_device_hops`. Multiply by the bits of one token's hidden state for the volume."""
     counts = _check_counts(counts)
     placement = _check_placement_shape(placement, counts)
     n_devices = _check_positive_int("n_devices", n_devices)
@@ -208,31 +208,6 @@ def alltoall_traffic(counts, placement, n_devices: int) -> np.ndarray:
         raise ValueError(f"placement uses device {placement.max()} but n_devices is {n_devices}")
     onehot = np.eye(n_devices, dtype=np.int64)[placement]  # [L, E, G]
     return np.einsum("lef,leg,lfh->lgh", counts, onehot[:-1], onehot[1:])
-
-
-def alltoall_time(traffic_bytes, *, latency: float, bandwidth: float) -> np.ndarray:
-    """Alpha-beta time of all-to-all exchanges, in seconds.
-
-    Each device has one full-duplex link of ``bandwidth`` bytes/s; an all-to-all finishes when the busiest
-    device has sent and received its off-diagonal bytes: ``t = latency + max_g max(sent_g, received_g) /
-    bandwidth`` (``t = 0`` when nothing crosses devices).
-
-    Args:
-        traffic_bytes: ``[..., G, G]`` bytes from device g to device h (diagonal ignored).
-        latency: alpha, seconds per all-to-all (>= 0).
-        bandwidth: beta^-1, bytes per second per device (> 0).
-
-    Returns:
-        float64 ``[...]``.
-    """
-    traffic = np.asarray(traffic_bytes, dtype=np.float64)
-    if traffic.ndim < 2 or traffic.shape[-1] != traffic.shape[-2]:
-        raise ValueError(f"traffic_bytes must have shape [..., G, G], got {traffic.shape}")
-    if not latency >= 0 or not bandwidth > 0:
-        raise ValueError(f"latency must be >= 0 and bandwidth > 0, got {latency}, {bandwidth}")
-    off = traffic * (1 - np.eye(traffic.shape[-1]))
-    busiest = np.maximum(off.sum(axis=-1), off.sum(axis=-2)).max(axis=-1)
-    return np.where(busiest > 0, latency + busiest / bandwidth, 0.0)
 
 
 def _check_positive_int(name: str, value) -> int:

@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from commlab._checks import check_int, check_nonnegative, check_positive, check_real_in, check_seed
-from commlab.comm.communicator import SimComm
+from commlab.comm import SimComm
 from commlab.compress.ef import Mechanism
 from commlab.data.batches import batch_indices
 from commlab.distributed.compressed import compressed_round

@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 
 from commlab._checks import check_choice, check_int, check_positive, check_probability
-from commlab.comm.communicator import Communicator, DistComm
+from commlab.comm import Communicator, DistComm
 from commlab.comm.hashing import replica_hashes
 from commlab.data import digits, iid
 from commlab.data.batches import batch_indices
@@ -128,15 +128,16 @@ def make_method(cfg: OuterConfig, comm: Communicator, model: StackedMLP) -> Oute
     if cfg.algo == "dp":
         return DataParallel(comm, model.flat, **common)
     if cfg.algo == "diloco":
-        return DiLoCo(comm, model.flat, H=cfg.H, **common)
+        return DiLoCo(comm, model.flat, sync_every=cfg.H, **common)
     if cfg.algo == "streaming":
-        return StreamingDiLoCo(comm, model.flat, H=cfg.H, fragments=cfg.fragments, tau=cfg.overlap, alpha=cfg.alpha,
+        return StreamingDiLoCo(comm, model.flat, sync_every=cfg.H, fragments=cfg.fragments, overlap_steps=cfg.overlap,
+                               mixing=cfg.alpha,
                                layers=model.layer_slices, seed=cfg.seed, **common)
     if cfg.algo == "noloco":
-        return NoLoCo(comm, model.flat, H=cfg.H, seed=cfg.seed, **common)
+        return NoLoCo(comm, model.flat, sync_every=cfg.H, seed=cfg.seed, **common)
     if cfg.algo == "co2":
-        return CO2(comm, model.flat, tau=cfg.H, layers=model.layer_slices, **common)
-    return LocalSGD(comm, model.flat, tau=cfg.H, **common)
+        return CO2(comm, model.flat, sync_every=cfg.H, layers=model.layer_slices, **common)
+    return LocalSGD(comm, model.flat, sync_every=cfg.H, **common)
 
 
 def train_outer(cfg: OuterConfig, comm: Communicator) -> list[dict]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from commlab.comm.communicator import DistComm
+from commlab.comm import DistComm
 from commlab.distributed.dgc import DGC, DensityWarmup
 
 

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from commlab.comm.communicator import DistComm
+from commlab.comm import DistComm
 from commlab.distributed.compressed import compressed_round
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from commlab.comm.communicator import DistComm
+from commlab.comm import DistComm
 
 
 def quadratic(n_clients: int, d: int, seed: int = 0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from commlab.comm.communicator import Communicator, DistComm
+from commlab.comm import Communicator, DistComm
 from commlab.distributed.onebit_adam import OneBitAdam
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from commlab.comm.communicator import Communicator, DistComm
+from commlab.comm import Communicator, DistComm
 from commlab.distributed.outer import DiLoCo, NoLoCo, StreamingDiLoCo
 
 
@@ -27,11 +27,11 @@ def least_squares_run(comm: Communicator, algo: str, steps: int = 12, seed: int 
     x0 = torch.randn(n, d, generator=g)
     params = x0[comm.ranks].clone()
     methods = {
-        "diloco": lambda: DiLoCo(comm, params, H=3, inner=_adam),
-        "noloco": lambda: NoLoCo(comm, params, H=2, seed=seed, inner=_adam),
-        "noloco-general": lambda: NoLoCo(comm, params, H=2, gamma=0.3, seed=seed, inner=_adam),
-        "streaming": lambda: StreamingDiLoCo(comm, params, H=4, fragments=2, tau=1, layers=[(0, 8), (8, 16), (16, 24)],
-                                             inner=_adam),
+        "diloco": lambda: DiLoCo(comm, params, sync_every=3, inner=_adam),
+        "noloco": lambda: NoLoCo(comm, params, sync_every=2, seed=seed, inner=_adam),
+        "noloco-general": lambda: NoLoCo(comm, params, sync_every=2, pull_weight=0.3, seed=seed, inner=_adam),
+        "streaming": lambda: StreamingDiLoCo(comm, params, sync_every=4, fragments=2, overlap_steps=1,
+                                             layers=[(0, 8), (8, 16), (16, 24)], inner=_adam),
     }
     method = methods[algo]()
     trajectory = [params.detach().clone()]

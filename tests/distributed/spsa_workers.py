@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from commlab.comm.communicator import Communicator, DistComm
+from commlab.comm import Communicator, DistComm
 from commlab.comm.membership import Membership
 from commlab.distributed.spsa import SharedSeedSPSA
 

@@ -7,7 +7,7 @@ import hook_workers
 import pytest
 import torch
 
-from commlab.comm.communicator import SimComm
+from commlab.comm import SimComm
 from commlab.comm.launch import run_workers
 from commlab.compress import RandK, TopK
 from commlab.compress.ef import EF14, Plain

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from commlab.comm import Link, SimComm
+from commlab.comm.link import coefficients
 from commlab.distributed.outer import DiLoCo, StreamingDiLoCo
 from commlab.systems.netmodel import (
-    coefficients,
     collective_seconds,
     compute_utilisation,
     required_bandwidth,
@@ -66,9 +66,10 @@ def test_the_simulated_clock_of_diloco_and_streaming_matches_the_utilisation_mod
     d, N, c, H = 1000, 2, 0.01, 8
     link = Link(bandwidth=1e6, latency=2e-3)
     for make, kwargs in [
-        (lambda comm, p: DiLoCo(comm, p, H=H, step_seconds=c, sync_init=False),
+        (lambda comm, p: DiLoCo(comm, p, sync_every=H, step_seconds=c, sync_init=False),
          dict(bits=32 * d, period=H, algorithm="ring")),
-        (lambda comm, p: StreamingDiLoCo(comm, p, H=H, fragments=2, tau=0, compressor=None, step_seconds=c,
+        (lambda comm, p: StreamingDiLoCo(comm, p, sync_every=H, fragments=2, overlap_steps=0, compressor=None,
+                                         step_seconds=c,
                                          sync_init=False, layers=[(0, d // 2), (d // 2, d)]),
          dict(bits=32 * d / 2, period=H // 2, algorithm="ring")),
     ]:

@@ -89,7 +89,7 @@ def test_outer_state_round_trips_and_is_per_shape():
 def test_one_outer_step_with_unit_lr_and_no_momentum_returns_the_average_of_the_local_models():
     comm = SimComm(4)
     params = torch.zeros(4, 5, dtype=torch.float64)
-    algo = DiLoCo(comm, params, H=1, outer=OuterSGD(lr=1.0, momentum=0.0))
+    algo = DiLoCo(comm, params, sync_every=1, outer=OuterSGD(lr=1.0, momentum=0.0))
     local = rand(4, 5)
     params.copy_(local)  # the H = 1 inner steps moved each replica to its own local model
     events = algo.after_inner_step()
@@ -102,7 +102,7 @@ def test_one_outer_step_with_unit_lr_and_no_momentum_returns_the_average_of_the_
 def test_diloco_syncs_every_H_steps_with_nesterov_momentum_by_hand():
     comm = SimComm(2)
     params = torch.zeros(2, 3, dtype=torch.float64)
-    algo = DiLoCo(comm, params, H=2, outer=OuterSGD(lr=0.7, momentum=0.9))
+    algo = DiLoCo(comm, params, sync_every=2, outer=OuterSGD(lr=0.7, momentum=0.9))
     theta, b = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
     for k in range(3):
         params.add_(rand(2, 3, seed=k))
@@ -124,13 +124,13 @@ def test_the_initial_broadcast_makes_replicas_equal_and_the_inner_optimiser_step
     comm = SimComm(3)
     params = rand(3, 4, dtype=torch.float32)
     first = params[0].clone()
-    algo = DiLoCo(comm, params, H=5, inner=lambda p: torch.optim.SGD([p], lr=0.5))
+    algo = DiLoCo(comm, params, sync_every=5, inner=lambda p: torch.optim.SGD([p], lr=0.5))
     assert all(torch.equal(row, first) for row in params) and algo.events[0].kind == "init"
     grad = rand(3, 4, seed=1, dtype=torch.float32)
     algo.step(grad)
     torch.testing.assert_close(params, first - 0.5 * grad)
     with pytest.raises(RuntimeError, match="inner optimiser"):
-        DiLoCo(SimComm(3), rand(3, 4), H=2).step(grad)
+        DiLoCo(SimComm(3), rand(3, 4), sync_every=2).step(grad)
 
 
 def test_data_parallel_steps_every_replica_on_the_mean_gradient():
@@ -151,8 +151,8 @@ def test_data_parallel_steps_every_replica_on_the_mean_gradient():
 
 def test_local_sgd_is_diloco_with_heavy_ball():
     outs = []
-    for make in (lambda c, p: LocalSGD(c, p, tau=2, lr=0.8, beta=0.5),
-                 lambda c, p: DiLoCo(c, p, H=2, outer=OuterSGD(0.8, 0.5, "heavy_ball"))):
+    for make in (lambda c, p: LocalSGD(c, p, sync_every=2, outer_lr=0.8, outer_momentum=0.5),
+                 lambda c, p: DiLoCo(c, p, sync_every=2, outer=OuterSGD(0.8, 0.5, "heavy_ball"))):
         params = torch.zeros(3, 4, dtype=torch.float64)
         algo = make(SimComm(3), params)
         for k in range(6):
@@ -187,7 +187,8 @@ def test_the_schedule_syncs_every_parameter_exactly_once_per_H_steps(P, tau):
     H, d = 12, 30
     layers = [(i * 5, i * 5 + 5) for i in range(6)]
     params = torch.zeros(2, d)
-    algo = StreamingDiLoCo(SimComm(2), params, H=H, fragments=P, tau=tau, layers=layers, sync_init=False)
+    algo = StreamingDiLoCo(SimComm(2), params, sync_every=H, fragments=P, overlap_steps=tau, layers=layers,
+                           sync_init=False)
     for _ in range(3 * H):
         algo.after_inner_step()
     for r in range(3):
@@ -199,8 +200,9 @@ def test_the_schedule_syncs_every_parameter_exactly_once_per_H_steps(P, tau):
 
 def test_streaming_with_one_fragment_no_overlap_no_quantiser_and_overwrite_is_diloco():
     results = []
-    for make in (lambda c, p: DiLoCo(c, p, H=4),
-                 lambda c, p: StreamingDiLoCo(c, p, H=4, fragments=1, tau=0, alpha=0.0, compressor=None)):
+    for make in (lambda c, p: DiLoCo(c, p, sync_every=4),
+                 lambda c, p: StreamingDiLoCo(c, p, sync_every=4, fragments=1, overlap_steps=0, mixing=0.0,
+                                              compressor=None)):
         params = rand(3, 6)
         algo = make(SimComm(3), params)
         for k in range(12):
@@ -213,7 +215,7 @@ def test_streaming_with_one_fragment_no_overlap_no_quantiser_and_overwrite_is_di
 def test_overlap_applies_the_fragment_tau_steps_later_and_mixes_with_alpha():
     comm = SimComm(2)
     params = torch.zeros(2, 4, dtype=torch.float64)
-    algo = StreamingDiLoCo(comm, params, H=4, fragments=2, tau=1, alpha=0.25, compressor=None,
+    algo = StreamingDiLoCo(comm, params, sync_every=4, fragments=2, overlap_steps=1, mixing=0.25, compressor=None,
                            outer=OuterSGD(1.0, 0.0), layers=[(0, 2), (2, 4)], sync_init=False)
     params.copy_(rand(2, 4))
     algo.after_inner_step()
@@ -232,7 +234,8 @@ def test_quantised_outer_gradients_dequantise_within_the_e3m0_bound_and_bits_are
     N, d, block = 3, 300, 128
     comm = SimComm(N)
     params = torch.zeros(N, d)
-    algo = StreamingDiLoCo(comm, params, H=1, fragments=1, tau=0, alpha=0.0, outer=OuterSGD(1.0, 0.0),
+    algo = StreamingDiLoCo(comm, params, sync_every=1, fragments=1, overlap_steps=0, mixing=0.0, outer=OuterSGD(1.0,
+                                                                                                                0.0),
                            block=block, sync_init=False)
     local = rand(N, d, dtype=torch.float32) * torch.logspace(-4, 0, d)  # magnitudes over four decades
     params.copy_(local)
@@ -251,7 +254,8 @@ def test_quantised_outer_gradients_dequantise_within_the_e3m0_bound_and_bits_are
 def test_random_compressors_are_seeded_per_step_and_worker():
     def run(seed):
         params = rand(2, 40, dtype=torch.float32)
-        algo = StreamingDiLoCo(SimComm(2), params, H=2, fragments=1, tau=0, compressor=QSGD(s=2), seed=seed)
+        algo = StreamingDiLoCo(SimComm(2), params, sync_every=2, fragments=1, overlap_steps=0, compressor=QSGD(s=2),
+                               seed=seed)
         for k in range(4):
             params.add_(rand(2, 40, seed=k, dtype=torch.float32))
             algo.after_inner_step()
@@ -263,9 +267,9 @@ def test_random_compressors_are_seeded_per_step_and_worker():
 def test_peak_bytes_fall_by_fragments_times_the_bit_ratio():
     d = 4096
     peaks = {}
-    for name, kwargs in {"diloco": dict(fragments=1, compressor=None, tau=0),
-                         "streaming": dict(fragments=2, tau=3)}.items():
-        algo = StreamingDiLoCo(SimComm(2), torch.zeros(2, d), H=30, **kwargs)
+    for name, kwargs in {"diloco": dict(fragments=1, compressor=None, overlap_steps=0),
+                         "streaming": dict(fragments=2, overlap_steps=3)}.items():
+        algo = StreamingDiLoCo(SimComm(2), torch.zeros(2, d), sync_every=30, **kwargs)
         for _ in range(60):
             algo.after_inner_step()
         peaks[name] = algo.summary()["peak_bytes_per_sync"]
@@ -282,7 +286,7 @@ def test_noloco_update_for_a_pair_by_hand(gamma):
     comm = SimComm(2)
     phi0 = rand(2, 5)
     params = phi0.clone()
-    algo = NoLoCo(comm, params, H=1, alpha=0.5, beta=0.7, gamma=gamma, sync_init=False)
+    algo = NoLoCo(comm, params, sync_every=1, momentum=0.5, progress_weight=0.7, pull_weight=gamma, sync_init=False)
     theta = phi0 + rand(2, 5, seed=1)
     params.copy_(theta)
     algo.after_inner_step()
@@ -303,7 +307,7 @@ def test_noloco_with_odd_n_leaves_one_replica_to_a_local_step():
     comm = SimComm(3)
     phi0 = rand(3, 4)
     params = phi0.clone()
-    algo = NoLoCo(comm, params, H=1, beta=0.7, gamma=0.7, sync_init=False)
+    algo = NoLoCo(comm, params, sync_every=1, progress_weight=0.7, pull_weight=0.7, sync_init=False)
     groups = algo.groups(0)
     assert sorted(len(g) for g in groups) == [1, 2] and sorted(sum(groups, [])) == [0, 1, 2]
     theta = phi0 + rand(3, 4, seed=1)
@@ -319,8 +323,8 @@ def test_noloco_with_odd_n_leaves_one_replica_to_a_local_step():
 
 
 def test_noloco_groups_are_a_shared_permutation_that_changes_with_the_step():
-    algo = NoLoCo(SimComm(8), torch.zeros(8, 2), H=1, seed=5)
-    again = NoLoCo(SimComm(8), torch.zeros(8, 2), H=1, seed=5)
+    algo = NoLoCo(SimComm(8), torch.zeros(8, 2), sync_every=1, seed=5)
+    again = NoLoCo(SimComm(8), torch.zeros(8, 2), sync_every=1, seed=5)
     seen = set()
     for k in range(6):
         groups = algo.groups(k)
@@ -336,7 +340,7 @@ def test_the_pull_toward_the_pair_mean_keeps_replicas_together():
     distances = {}
     for gamma in (0.7, 0.0):
         params = torch.zeros(8, 20, dtype=torch.float64)
-        algo = NoLoCo(SimComm(8), params, H=1, alpha=0.5, beta=0.7, gamma=gamma)
+        algo = NoLoCo(SimComm(8), params, sync_every=1, momentum=0.5, progress_weight=0.7, pull_weight=gamma)
         for k in range(40):
             params.add_(rand(8, 20, seed=k))  # independent random walks
             algo.after_inner_step()
@@ -351,7 +355,7 @@ def test_co2_takes_the_stale_outer_gradient_relative_to_the_previous_anchor():
     comm = SimComm(2)
     params = torch.zeros(2, 3, dtype=torch.float64)
     x0 = params[0].clone()
-    algo = CO2(comm, params, tau=1, lr=1.0, beta=0.0)
+    algo = CO2(comm, params, sync_every=1, outer_lr=1.0, outer_momentum=0.0)
     ys = [rand(2, 3, seed=k) for k in range(3)]
     params.copy_(ys[0])
     algo.after_inner_step()  # round 0: average launched, nothing applied
@@ -372,7 +376,7 @@ def test_co2_takes_the_stale_outer_gradient_relative_to_the_previous_anchor():
 def test_co2_relative_gap_penalty_divides_each_layer_by_its_own_factor():
     comm = SimComm(2)
     params = torch.zeros(2, 4, dtype=torch.float64)
-    algo = CO2(comm, params, tau=1, lr=1.0, beta=0.0, gap_penalty="relative", penalty=2.0,
+    algo = CO2(comm, params, sync_every=1, outer_lr=1.0, outer_momentum=0.0, gap_penalty="relative", penalty=2.0,
                layers=[(0, 2), (2, 4)])
     ys = [rand(2, 4, seed=k) for k in range(3)]
     for y in ys[:2]:
@@ -391,7 +395,7 @@ def test_co2_relative_gap_penalty_divides_each_layer_by_its_own_factor():
 
 def test_co2_clipping_bounds_the_outer_momentum():
     params = torch.zeros(2, 10)
-    algo = CO2(SimComm(2), params, tau=1, beta=0.9, clip=0.05)
+    algo = CO2(SimComm(2), params, sync_every=1, outer_momentum=0.9, clip=0.05)
     for k in range(6):
         params.add_(rand(2, 10, seed=k, dtype=torch.float32))
         algo.after_inner_step()
@@ -409,7 +413,7 @@ def test_overlapped_rounds_cost_max_of_compute_and_link_time(ratio, speedup):
     clocks = {}
     for name, make in {"sync": LocalSGD, "co2": CO2}.items():
         comm = SimComm(N, link=link)
-        algo = make(comm, torch.zeros(N, d), tau=tau, step_seconds=c, sync_init=False)
+        algo = make(comm, torch.zeros(N, d), sync_every=tau, step_seconds=c, sync_init=False)
         ends = []
         for _ in range(10):
             for _ in range(tau):
@@ -450,29 +454,29 @@ def test_started_collectives_overlap_the_clock_and_queue_on_the_link():
 
 def test_bad_arguments_are_rejected_clearly():
     comm, p = SimComm(2), torch.zeros(2, 8)
-    with pytest.raises(ValueError, match="H must be >= 1"):
-        DiLoCo(comm, p, H=0)
+    with pytest.raises(ValueError, match="sync_every must be >= 1"):
+        DiLoCo(comm, p, sync_every=0)
     with pytest.raises(ValueError, match="divisible by the number of fragments"):
-        StreamingDiLoCo(comm, p, H=10, fragments=3)
-    with pytest.raises(ValueError, match=r"tau must be in \[0, H/P\)"):
-        StreamingDiLoCo(comm, p, H=10, fragments=2, tau=5)
+        StreamingDiLoCo(comm, p, sync_every=10, fragments=3)
+    with pytest.raises(ValueError, match=r"overlap_steps must be in \[0, sync_every/fragments\)"):
+        StreamingDiLoCo(comm, p, sync_every=10, fragments=2, overlap_steps=5)
     for alpha in (-0.1, 1.5):
-        with pytest.raises(ValueError, match="alpha"):
-            StreamingDiLoCo(comm, p, H=10, alpha=alpha)
-    with pytest.raises(ValueError, match="alpha must be in"):
-        NoLoCo(comm, p, H=2, alpha=1.0)
+        with pytest.raises(ValueError, match="mixing"):
+            StreamingDiLoCo(comm, p, sync_every=10, mixing=alpha)
+    with pytest.raises(ValueError, match="momentum must be in"):
+        NoLoCo(comm, p, sync_every=2, momentum=1.0)
     with pytest.raises(ValueError, match="tile"):
-        StreamingDiLoCo(comm, p, H=4, layers=[(0, 4), (3, 8)])
+        StreamingDiLoCo(comm, p, sync_every=4, layers=[(0, 4), (3, 8)])
     with pytest.raises(ValueError, match="tile"):
-        StreamingDiLoCo(comm, p, H=4, layers=[(0, 4), (4, 7)])
+        StreamingDiLoCo(comm, p, sync_every=4, layers=[(0, 4), (4, 7)])
     with pytest.raises(ValueError, match="number of layers"):
-        StreamingDiLoCo(comm, p, H=4, fragments=4, tau=0, layers=[(0, 4), (4, 8)])
+        StreamingDiLoCo(comm, p, sync_every=4, fragments=4, overlap_steps=0, layers=[(0, 4), (4, 8)])
     with pytest.raises(ValueError, match=r"shape \[L, d\]"):
-        DiLoCo(comm, torch.zeros(3, 8), H=2)
+        DiLoCo(comm, torch.zeros(3, 8), sync_every=2)
     with pytest.raises(TypeError, match="floating"):
-        DiLoCo(comm, torch.zeros(2, 8, dtype=torch.int64), H=2)
+        DiLoCo(comm, torch.zeros(2, 8, dtype=torch.int64), sync_every=2)
     with pytest.raises(ValueError, match="group_size"):
-        NoLoCo(comm, p, H=2, group_size=1)
+        NoLoCo(comm, p, sync_every=2, group_size=1)
     with pytest.raises(ValueError, match="gap_penalty"):
         CO2(comm, p, gap_penalty="linear")
     with pytest.raises(ValueError, match="penalty must be >= 1"):
@@ -482,16 +486,16 @@ def test_bad_arguments_are_rejected_clearly():
     with pytest.raises(ValueError, match="momentum"):
         OuterSGD(momentum=1.0)
     with pytest.raises(TypeError, match="Compressor"):
-        StreamingDiLoCo(comm, p, H=4, compressor="e3m0")
+        StreamingDiLoCo(comm, p, sync_every=4, compressor="e3m0")
     with pytest.raises(TypeError, match="OuterSGD"):
-        DiLoCo(comm, p, H=2, outer=torch.optim.SGD)
+        DiLoCo(comm, p, sync_every=2, outer=torch.optim.SGD)
 
 
 # -- one code path: SimComm and DistComm agree -------------------------------------------------------
 
 
 def test_the_e3m0_default_is_the_low_precision_compressor():
-    algo = StreamingDiLoCo(SimComm(2), torch.zeros(2, 8), H=4)
+    algo = StreamingDiLoCo(SimComm(2), torch.zeros(2, 8), sync_every=4)
     assert isinstance(algo.compressor, LowPrecision) and algo.compressor.format == "e3m0"
 
 

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from commlab.comm import Link
 from commlab.data.routing_traces import markov_routing_trace
 from commlab.systems import placement as P
 
@@ -79,9 +80,12 @@ def test_hops_and_traffic_by_hand():
     assert P.cross_device_fraction(counts, swapped) == pytest.approx(5 / 6)
     traffic = P.alltoall_traffic(counts, same, 2)
     assert traffic.tolist() == [[[3, 1], [0, 2]]]
-    # device 0 sends 100 bytes; alpha + 100 / 50
-    assert P.alltoall_time(traffic * 100, latency=1.0, bandwidth=50.0).tolist() == [3.0]
-    assert P.alltoall_time(np.diag([5, 5]), latency=1.0, bandwidth=50.0) == 0.0
+    # device 0 sends 100 bits; alpha + 100 / 50
+    link = Link(bandwidth=50.0, latency=1.0)
+    assert link.alltoall_seconds(traffic * 100).tolist() == [3.0]
+    assert link.alltoall_seconds(np.diag([5, 5])) == 0.0
+    with pytest.raises(ValueError, match="traffic_bits"):
+        link.alltoall_seconds(np.ones(3))
 
 
 def test_bad_arguments_are_named():
