@@ -15,6 +15,11 @@ original shape and dtype. Every part knows its exact wire size, row by row (one 
 Shapes, dtypes, the number of kept coordinates per row and the compressor's settings are static
 metadata known to both ends (the :class:`Header`); they are not counted. :meth:`Payload.to_bytes`
 writes exactly ``ceil(bits / 8)`` bytes and :meth:`Payload.from_bytes` reads them back.
+
+Collectives move equal-sized byte rows: :meth:`Payload.pack_rows` writes several payloads as the rows
+of one uint8 tensor (zero-padded to the longest when their sizes differ, as a sparsifier's do) and
+:meth:`Payload.unpack_rows` reads them back given their headers. Every algorithm puts its payloads on
+the wire through this one pair.
 """
 
 from __future__ import annotations
@@ -116,6 +121,22 @@ class Header:
     dtype: torch.dtype
     parts: tuple[tuple, ...]
 
+    @property
+    def bits(self) -> int:
+        """Wire bits of a one-row payload with this header (what :attr:`Payload.bits` would give)."""
+        total = 0
+        for _, kind, counts, width, dim, _, _ in self.parts:
+            if kind == "index":
+                total += min(counts[0] * width, dim)
+            elif kind != "shared":
+                total += counts[0] * width
+        return total
+
+    def with_count(self, count: int) -> Header:
+        """The header of a one-row payload of the same layout whose parts each hold ``count`` entries
+        (the kept values and their indices of a sparsifier that keeps a varying number)."""
+        return Header(self.shape, self.dtype, tuple((p[0], p[1], (count,), *p[3:]) for p in self.parts))
+
 
 @dataclass(frozen=True)
 class Payload:
@@ -215,6 +236,39 @@ class Payload:
         if math.ceil(at / 8) != len(data):
             raise ValueError(f"payload of {len(data)} bytes does not match its header ({at} bits)")
         return cls(tuple(parts), header.shape, header.dtype)
+
+
+    @staticmethod
+    def pack_rows(payloads: list[Payload], *, pad: bool = False) -> torch.Tensor:
+        """The wire bytes of each payload as one row of a uint8 tensor ``[len(payloads), B]`` (CPU).
+
+        Args:
+            payloads: the payloads, one per row.
+            pad: False: every payload must pack to the same B = ceil(bits / 8) bytes (a fixed-size
+                compressor); True: shorter payloads are zero-padded to the longest (the padding
+                crosses the wire and a meter counts it; :meth:`unpack_rows` needs their headers).
+        """
+        blobs = [p.to_bytes() for p in payloads]
+        width = max((len(blob) for blob in blobs), default=0)
+        if not pad and any(len(blob) != width for blob in blobs):
+            raise ValueError("the payloads differ in size; packing them needs a fixed-size compressor or pad=True")
+        rows = torch.zeros(len(blobs), width, dtype=torch.uint8)
+        for row, blob in zip(rows, blobs, strict=True):
+            if blob:
+                row[: len(blob)] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+        return rows
+
+    @staticmethod
+    def unpack_rows(rows: torch.Tensor, headers: Header | list[Header]) -> list[Payload]:
+        """Inverse of :meth:`pack_rows`: one payload per byte row of ``rows`` ``[N, B]`` (any device), given
+        one header for all rows or one per row (each row's padding beyond ``ceil(bits / 8)`` is dropped)."""
+        rows = rows.cpu()
+        if isinstance(headers, Header):
+            return [Payload.from_bytes(bytes(row.numpy()), headers) for row in rows]
+        if len(headers) != len(rows):
+            raise ValueError(f"unpack_rows got {len(rows)} rows and {len(headers)} headers")
+        return [Payload.from_bytes(bytes(row[: math.ceil(h.bits / 8)].numpy()), h)
+                for row, h in zip(rows, headers, strict=True)]
 
 
 def _uint_bits(values: np.ndarray, width: int) -> np.ndarray:

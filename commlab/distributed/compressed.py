@@ -20,13 +20,13 @@ The meter therefore counts the compressor's own bits, rounded up to whole bytes 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
 
 import torch
 
 from commlab.comm import Communicator
 from commlab.compress.ef import Mechanism
-from commlab.compress.payload import Header, Part, Payload
+from commlab.compress.payload import Part, Payload
 
 
 def compressed_round(comm: Communicator, mechanism: Mechanism, g: torch.Tensor,
@@ -54,27 +54,29 @@ def compressed_round(comm: Communicator, mechanism: Mechanism, g: torch.Tensor,
 
 
 def gather_payloads(comm: Communicator, payload: Payload) -> Payload:
-    """All-gather the local workers' ``[L, d]`` payload as packed bytes; returns the ``[N, d]`` payload."""
+    """All-gather the local workers' ``[L, d]`` payload of a fixed-size compressor as packed bytes;
+    returns the ``[N, d]`` payload."""
     rows = payload.split_rows()
-    everyone = comm.all_gather(pack_payloads(rows).to(comm.device)).wait()
-    return Payload.stack(unpack_payloads(everyone, rows[0].header))
+    everyone = comm.all_gather(Payload.pack_rows(rows).to(comm.device)).wait()
+    return Payload.stack(Payload.unpack_rows(everyone, rows[0].header))
 
 
-def pack_payloads(payloads: Sequence[Payload]) -> torch.Tensor:
-    """The wire bytes of each payload as one row of a uint8 tensor ``[len(payloads), B]`` (CPU).
+def gather_varying(comm: Communicator, rows: list[Payload]) -> list[Payload]:
+    """All-gather one-row payloads whose sizes differ between workers; returns the N workers' payloads.
 
-    Every payload must pack to the same B = ceil(bits / 8) bytes (a fixed-size compressor), since
-    a collective moves equal-sized rows.
+    The local workers' ``rows`` (``[d]`` payloads of one layout whose parts each hold the same,
+    varying, number of entries, e.g. from :meth:`SampledTopK.compress_at`) cross in two all-gathers:
+    the counts first (a 32-bit count per worker), then the packed payloads, zero-padded to the longest.
     """
-    blobs = [p.to_bytes() for p in payloads]
-    if len({len(blob) for blob in blobs}) > 1:
-        raise ValueError("the workers' payloads differ in size; packing them needs a fixed-size compressor")
-    return torch.frombuffer(bytearray(b"".join(blobs)), dtype=torch.uint8).reshape(len(blobs), -1)
-
-
-def unpack_payloads(rows: torch.Tensor, header: Header) -> list[Payload]:
-    """Inverse of :func:`pack_payloads`: one payload per received byte row of ``rows`` ``[N, B]`` (any device)."""
-    return [Payload.from_bytes(bytes(row.numpy()), header) for row in rows.cpu()]
+    if len(rows) != comm.local_workers:
+        raise ValueError(f"rows must hold one payload per local worker ({comm.local_workers}), got {len(rows)}")
+    counts = torch.tensor([[row.parts[0].counts[0]] for row in rows], dtype=torch.int32)
+    everyone = comm.all_gather(counts.to(comm.device)).wait().cpu()[:, 0].tolist()
+    headers = [rows[0].header.with_count(c) for c in everyone]
+    width = max(math.ceil(h.bits / 8) for h in headers)
+    packed = Payload.pack_rows(rows, pad=True)
+    packed = torch.nn.functional.pad(packed, (0, width - packed.shape[1]))  # to the longest of all N
+    return Payload.unpack_rows(comm.all_gather(packed.to(comm.device)).wait(), headers)
 
 
 def _all_reduce_mean(comm: Communicator, mechanism: Mechanism, payload: Payload) -> torch.Tensor:

@@ -26,22 +26,21 @@ paper's table. Density 1 is sent dense (an fp32 all-reduce of the mean, no indic
 Wire bits per worker and step: each value at its float width (32 bits) plus the index part
 ``min(c·⌈log2 d⌉, d)`` (index list or bitmap) plus a 32-bit count, since the number kept varies
 from worker to worker. The all-gather itself is of fixed size, so every worker's packed message is
-padded to the largest one; :attr:`DGC.meter` (the communicator's meter) counts that padding, the
-:class:`DGCStep` record does not.
+padded to the largest one; the communicator's meter counts that padding, the ``row_bits`` each step
+reports (in its :class:`~commlab.distributed.method.SyncEvent`'s ``info``) do not.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, replace
 
 import torch
 
 from commlab._checks import check_int, check_nonnegative, check_positive, check_real_number
 from commlab.comm import Communicator
-from commlab.compress.payload import Header, Payload
 from commlab.compress.sparsify import SampledTopK
+from commlab.distributed.compressed import gather_varying
+from commlab.distributed.method import Method, Schedule, SyncEvent, check_schedule, schedule_at
 from commlab.seeding import SeedTree
 
 COUNT_BITS = 32  # the number of values each worker sends this step, part of its message
@@ -90,35 +89,14 @@ ABLATION_ARMS: dict[str, dict] = {
 }
 
 
-@dataclass(frozen=True)
-class DGCStep:
-    """What one :meth:`DGC.step` did.
-
-    Attributes:
-        step: index of the step (0-based).
-        density: the density r_t used.
-        k: ``ceil(r_t · d)``, the most values one worker may send.
-        counts: ``[L]`` values each local worker sent.
-        row_bits: ``[L]`` wire bits each local worker sent (values + indices + count; dense: 32·d).
-        dense_bits: 32·d, what a dense fp32 exchange of the same vector costs per worker.
-    """
-
-    step: int
-    density: float
-    k: int
-    counts: tuple[int, ...]
-    row_bits: tuple[int, ...]
-    dense_bits: int
-
-
-class DGC:
+class DGC(Method):
     """Deep Gradient Compression over a :class:`~commlab.comm.communicator.Communicator`.
 
     Args:
         comm: the communicator; its local workers are the rows of ``params`` and of the gradients.
         params: ``[L, d]`` floating tensor, the local workers' copies of the parameters (all rows
             equal; they stay equal because every worker applies the same update in place).
-        lr: learning rate η > 0 (a step may override it, e.g. for a learning-rate warm-up).
+        lr: learning rate η > 0, or a schedule ``step -> η`` (0-based step; e.g. a warm-up or drops).
         momentum: m in [0, 1).
         weight_decay: λ >= 0, applied on the server side (module docstring).
         nesterov: Nesterov momentum (needs momentum > 0).
@@ -135,31 +113,20 @@ class DGC:
             so a worker draws the same sample on any backend.
     """
 
-    def __init__(self, comm: Communicator, params: torch.Tensor, *, lr: float, momentum: float = 0.9,
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, lr: Schedule, momentum: float = 0.9,
                  weight_decay: float = 0.0, nesterov: bool = False,
-                 density: float | Callable[[int], float] = 0.001, accumulate: bool = True,
+                 density: Schedule = 0.001, accumulate: bool = True,
                  momentum_correction: bool = True, masking: bool = True, clip_norm: float | None = None,
                  sample_ratio: float = 0.01, lower: float = 0.8, shrink: float = 0.8, adapt_steps: int = 10,
                  seed: int = 0):
-        if not isinstance(comm, Communicator):
-            raise TypeError(f"comm must be a commlab Communicator, got {type(comm).__name__}")
-        if not isinstance(params, torch.Tensor) or not params.is_floating_point() or params.dim() != 2:
-            raise TypeError(f"params must be a floating tensor [L, d], got {getattr(params, 'shape', type(params))}")
-        if params.shape[0] != comm.local_workers:
-            raise ValueError(f"params has {params.shape[0]} rows but the communicator hosts "
-                             f"{comm.local_workers} workers")
-        self.comm, self.params = comm, params
-        self.lr = check_positive("lr", lr)
+        super().__init__(comm, params)
+        self.lr = check_schedule("lr", lr)
         self.momentum = check_real_number("momentum", momentum, low=0.0, high=1.0, high_open=True)
         self.weight_decay = check_nonnegative("weight_decay", weight_decay)
         self.nesterov = _check_bool("nesterov", nesterov)
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
-        if callable(density):
-            self.schedule = density
-        else:
-            r = check_real_number("density", density, low=0.0, high=1.0, low_open=True)
-            self.schedule = lambda step: r
+        self.schedule = check_schedule("density", density, high=1.0)
         self.accumulate = _check_bool("accumulate", accumulate)
         self.momentum_correction = _check_bool("momentum_correction", momentum_correction)
         self.masking = _check_bool("masking", masking)
@@ -176,30 +143,20 @@ class DGC:
         self.u = torch.zeros(L, d, **zeros)  # local momentum (momentum correction)
         self.v = torch.zeros(L, d, **zeros)  # local accumulation
         self.buffer = torch.zeros(d, **zeros)  # server momentum (weight decay, or everything)
-        self.steps = 0
-
-    @property
-    def d(self) -> int:
-        return self.params.shape[1]
-
-    @property
-    def meter(self):
-        """The communicator's meter (bytes actually all-gathered, padding included)."""
-        return self.comm.meter
 
     def density(self, step: int | None = None) -> float:
         """The density r_t at ``step`` (default: the next step)."""
-        step = self.steps if step is None else step
-        r = self.schedule(step)
-        if not 0 < r <= 1:
-            raise ValueError(f"the density schedule gave {r!r} at step {step}; it must be in (0, 1]")
-        return float(r)
+        return schedule_at("density", self.schedule, self.steps if step is None else step, high=1.0)
 
     @torch.no_grad()
-    def step(self, grads: torch.Tensor, lr: float | None = None) -> DGCStep:
-        """One DGC step from the local workers' gradients ``grads`` ``[L, d]``; updates ``params`` in place."""
+    def step(self, grads: torch.Tensor) -> list[SyncEvent]:
+        """One DGC step from the local workers' gradients ``grads`` ``[L, d]``; updates ``params`` in place.
+
+        Returns the step's synchronisation; its ``info`` holds ``density`` r_t, ``k`` = ceil(r_t·d) (the
+        most values one worker may send), ``counts`` (values each local worker sent), ``row_bits`` (wire
+        bits each local worker sent: values + indices + count; dense: 32·d) and ``dense_bits`` = 32·d."""
         g = self._check_grads(grads)
-        lr = self.lr if lr is None else check_positive("lr", lr)
+        lr = schedule_at("lr", self.lr, self.steps)
         N, m = self.comm.world_size, self.momentum
         if self.clip_norm is not None:
             limit = self.clip_norm / math.sqrt(N)
@@ -217,20 +174,19 @@ class DGC:
             message = self.v.add_(message)
         density = self.density()
         k = max(1, min(self.d, math.ceil(density * self.d)))
-        if k == self.d:
-            G, sent, counts, row_bits = self._dense(message)
-        else:
-            G, sent, counts, row_bits = self._sparse(message, k)
+        exchange = self._dense if k == self.d else self._sparse
+        G, sent, counts, row_bits = self._logged("sync", lambda: exchange(message, k))
         if self.accumulate:
             self.v.masked_fill_(sent, 0.0)
         if self.masking:
             self.u.masked_fill_(sent, 0.0)
         self._apply(G, lr)
-        record = DGCStep(self.steps, density, k, counts, row_bits, 32 * self.d)
+        event = self.events[-1]
+        event.info.update(density=density, k=k, counts=counts, row_bits=row_bits, dense_bits=32 * self.d)
         self.steps += 1
-        return record
+        return [event]
 
-    def _dense(self, message):
+    def _dense(self, message, k):
         G = self.comm.all_reduce(message, op="mean").wait()[0]
         L = message.shape[0]
         sent = torch.ones_like(message, dtype=torch.bool)
@@ -242,7 +198,7 @@ class DGC:
         for row, rank in zip(message, self.comm.ranks.tolist(), strict=True):
             generator = self.seeds.torch("dgc", self.steps, rank)
             rows.append(c.compress_at(row, c.select(row, generator, k).indices))
-        received = gather_sparse(self.comm, rows)
+        received = gather_varying(self.comm, rows)
         dense = torch.stack([c.decompress(p) for p in received])
         G = dense.sum(dim=0) / self.comm.world_size
         sent = torch.zeros_like(message, dtype=torch.bool)
@@ -264,68 +220,18 @@ class DGC:
             update = G + decay + m * self.buffer if self.nesterov else self.buffer
         self.params.sub_(lr * update)
 
-    def _check_grads(self, grads):
-        if not isinstance(grads, torch.Tensor):
-            raise TypeError(f"grads must be a torch.Tensor [L, d], got {type(grads).__name__}")
-        if grads.shape != self.params.shape:
-            raise ValueError(f"grads must have the shape of params {tuple(self.params.shape)}, "
-                             f"got {tuple(grads.shape)}")
-        if not torch.isfinite(grads).all():
-            raise ValueError("grads contain NaN or Inf")
-        return grads.detach().to(self.params.dtype)
-
     # -- checkpoints ---------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict:
-        """The local workers' u and v, the server buffer and the step counter (clones)."""
-        return {"u": self.u.clone(), "v": self.v.clone(), "buffer": self.buffer.clone(), "steps": self.steps}
+    def _state(self) -> dict:
+        return {"u": self.u.clone(), "v": self.v.clone(), "buffer": self.buffer.clone()}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` saved (the parameters are restored by their owner)."""
+    def _load(self, state: dict) -> None:
         for name in ("u", "v", "buffer"):
             value = state[name]
             if value.shape != getattr(self, name).shape:
                 raise ValueError(f"state {name!r} has shape {tuple(value.shape)}, expected "
                                  f"{tuple(getattr(self, name).shape)}")
             getattr(self, name).copy_(value)
-        self.steps = check_int("steps", state["steps"], low=0)
-
-
-def gather_sparse(comm: Communicator, rows: list[Payload]) -> list[Payload]:
-    """All-gather one-row payloads whose sizes differ between workers; returns the N workers' payloads.
-
-    The local workers' ``rows`` (``[d]`` payloads of one layout, e.g. from
-    :meth:`SampledTopK.compress_at`) are packed to bytes; the counts are all-gathered first (a 32-bit
-    count per worker), then the packed messages, padded to the longest, in one fixed-size all-gather.
-    """
-    if len(rows) != comm.local_workers:
-        raise ValueError(f"rows must hold one payload per local worker ({comm.local_workers}), got {len(rows)}")
-    header = rows[0].header
-    counts = torch.tensor([[row.parts[0].counts[0]] for row in rows], dtype=torch.int32)
-    everyone = comm.all_gather(counts.to(comm.device)).wait().cpu()[:, 0].tolist()
-    headers = [_with_count(header, c) for c in everyone]
-    sizes = [math.ceil(_bits(h) / 8) for h in headers]
-    blobs = [row.to_bytes() for row in rows]
-    packed = torch.zeros(len(rows), max(sizes), dtype=torch.uint8)
-    for local, blob in enumerate(blobs):
-        packed[local, : len(blob)] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
-    arrived = comm.all_gather(packed.to(comm.device)).wait().cpu()
-    return [Payload.from_bytes(bytes(arrived[j, :size].numpy()), h)
-            for j, (size, h) in enumerate(zip(sizes, headers, strict=True))]
-
-
-def _with_count(header: Header, count: int) -> Header:
-    return replace(header, parts=tuple((p[0], p[1], (count,), *p[3:]) for p in header.parts))
-
-
-def _bits(header: Header) -> int:
-    total = 0
-    for _, kind, counts, width, dim, _, _ in header.parts:
-        if kind == "index":
-            total += min(counts[0] * width, dim)
-        elif kind != "shared":
-            total += counts[0] * width
-    return total
 
 
 def _check_bool(name: str, value) -> bool:

@@ -20,21 +20,23 @@ would throw it away (DeepSpeed asks the user for such a mask, ``exp_avg_mask``; 
 from v). Coordinates with a tiny but non-zero v are not protected: see the notebook.
 
 :func:`compressed_allreduce_1bit` is DeepSpeed's two-stage compressed all-reduce, written over any
-:class:`~commlab.comm.communicator.Communicator` (N workers, d coordinates padded to N·c, chunk j of
-c = ⌈d/N⌉ coordinates owned by worker j)::
+:class:`~commlab.comm.Communicator` (N workers, chunk j of c = ⌈d/N⌉ coordinates owned by worker j;
+the last chunk is shorter when N does not divide d). Both stages send
+:class:`~commlab.compress.ScaledSign` ``("l2")`` payloads (one sign bit per coordinate and an fp32
+scale ‖·‖₂/√n) through the lab's one wire format::
 
     worker i:  b_i = x_i + e_i,   s_i = ‖b_i‖₂/√d,   e_i ← b_i − s_i·sign(b_i)      (sign(0) = +1)
-               sends sign(b_i) packed 1 bit per coordinate (all N·c of them) and s_i as fp32
+               sends sign(b_i) (d bits) and s_i
     owner j:   c_j = (1/N) Σ_i s_i·sign(b_i)[chunk j] + e_srv,j,   s'_j = ‖c_j‖₂/√|c_j|
-               e_srv,j ← c_j − s'_j·sign(c_j);   sends sign(c_j) (c bits) and s'_j
+               e_srv,j ← c_j − s'_j·sign(c_j);   sends sign(c_j) (|c_j| bits) and s'_j
     result:    the concatenation of s'_j·sign(c_j), j = 0 … N − 1, on every worker
 
 The worker error e_i ``[L, d]`` stays with the local workers; the server error of chunk j lives with
-its owner (``[L, c]``, row l = the chunk owned by local worker l; on SimComm every chunk is local).
-Both travel in :meth:`OneBitAdam.state_dict` (DeepSpeed resets them on loading a checkpoint).
-Both stages are all-gathers of packed bytes, so the meter counts ``⌈N·c/8⌉ + 4`` bytes per worker
-for the first and ``⌈c/8⌉ + 4`` for the second: padding bits included, against ``4d`` bytes for an
-fp32 all-reduce.
+its owner (``[L, c]``, row l = the chunk owned by local worker l, zero beyond the chunk's end; on
+SimComm every chunk is local). Both travel in :meth:`OneBitAdam.state_dict` (DeepSpeed resets them on
+loading a checkpoint). Both stages are all-gathers of packed bytes, so the meter counts ``⌈d/8⌉ + 4``
+bytes per worker for the first and ``⌈c/8⌉ + 4`` for the second (the shorter last chunk padded to
+the others), against ``4d`` bytes for an fp32 all-reduce.
 
 The "naive 1-bit Adam" the paper shows failing (scaled sign with error feedback on the *gradient*,
 fed to an ordinary Adam whose variance keeps updating) needs nothing from this module::
@@ -44,19 +46,20 @@ fed to an ordinary Adam whose variance keeps updating) needs nothing from this m
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
-
 import torch
 
 from commlab._checks import check_int, check_nonnegative, check_positive, check_real_number
 from commlab.comm import Communicator
+from commlab.compress.payload import Payload
+from commlab.compress.quantize import ScaledSign
+from commlab.distributed.compressed import gather_payloads
+from commlab.distributed.method import Method, Schedule, SyncEvent, check_schedule, schedule_at
 
-_SCALE_BYTES = 4
+SIGN = ScaledSign("l2")  # scale = ‖x‖₂/√n, the norm-preserving scaled sign of 1-bit Adam
 
 
 def chunk_size(d: int, world_size: int) -> int:
-    """Coordinates per chunk, c = ⌈d/N⌉; the vector is padded to N·c (the padding is sent)."""
+    """Coordinates per chunk, c = ⌈d/N⌉ (the last chunk holds the rest)."""
     d = check_int("d", d, low=1)
     world_size = check_int("world_size", world_size, low=1)
     return -(-d // world_size)
@@ -71,7 +74,7 @@ def compressed_allreduce_1bit(comm: Communicator, x: torch.Tensor, worker_error:
         x: ``[L, d]`` floating, finite: the local workers' vectors.
         worker_error: ``[L, d]``, same dtype: e_i, updated in place.
         server_error: ``[L, c]``, c = :func:`chunk_size` (d, N), same dtype: the error of the chunk each
-            local worker owns, updated in place; its padding coordinates stay 0.
+            local worker owns, updated in place; its coordinates beyond the chunk's end stay 0.
 
     Returns:
         ``[L, d]``: every row the same estimate of the mean (1/N) Σ_i x_i (an expanded view).
@@ -92,46 +95,45 @@ def compressed_allreduce_1bit(comm: Communicator, x: torch.Tensor, worker_error:
                              f"got {_describe(buffer)}")
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or Inf")
+    bounds = [(j * c, min((j + 1) * c, d)) for j in range(N)]  # chunk j: coordinates [start, stop)
 
     # stage 1: every worker sends sign(x_i + e_i) and its scale; the error stays with it
     b = x + worker_error
-    scale = _wire_scale(torch.linalg.vector_norm(b, dim=1) / math.sqrt(d), x.dtype)  # [L]
-    positive = b >= 0
-    worker_error.copy_(b - scale[:, None] * _pm_one(positive, x.dtype))
-    padded = torch.nn.functional.pad(positive, (0, N * c - d))
-    received = comm.all_gather(_encode(padded, scale).to(comm.device)).wait().to(x.device)
-    signs, scales = _decode(received, N * c)  # [N, N·c], [N]
+    payload = SIGN.compress(b.detach().cpu())
+    worker_error.copy_(b - SIGN.decompress(payload).to(x.device))
+    everyone = SIGN.decompress(gather_payloads(comm, payload)).to(x.device)  # [N, d]: s_i·sign(b_i)
 
     # the owners average their chunk, add the server error and compress again
-    owned = comm.ranks.to(x.device)
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
-    chunks = _pm_one(signs, x.dtype).view(N, N, c)[:, owned]  # [N, L, c]: worker i's signs of my chunks
-    total = torch.zeros(L, c, dtype=x.dtype, device=x.device)
-    for i in range(N):  # a fixed order, the same on every backend
-        total += scales[i].to(x.dtype) * chunks[i]
-    real = (torch.arange(N * c, device=x.device) < d).view(N, c)[owned]  # [L, c]: coordinates that are not padding
-    averaged = torch.where(real, total / N + server_error, zero)
-    n_real = real.sum(dim=1).clamp(min=1).to(x.dtype)
-    chunk_scale = _wire_scale(torch.linalg.vector_norm(averaged, dim=1) / n_real.sqrt(), x.dtype)  # [L]
-    chunk_positive = averaged >= 0
-    server_error.copy_(torch.where(real, averaged - chunk_scale[:, None] * _pm_one(chunk_positive, x.dtype), zero))
+    chunks = []
+    for row, owner in enumerate(comm.ranks.tolist()):
+        start, stop = bounds[owner]
+        total = torch.zeros(stop - start, dtype=x.dtype, device=x.device)
+        for i in range(N):  # a fixed order, the same on every backend
+            total += everyone[i, start:stop]
+        averaged = total / N + server_error[row, : stop - start]
+        chunk = SIGN.compress(averaged.detach().cpu())
+        server_error[row, : stop - start] = averaged - SIGN.decompress(chunk).to(x.device)
+        chunks.append(chunk)
 
-    # stage 2: the owners send their compressed chunk back to everyone
-    received = comm.all_gather(_encode(chunk_positive, chunk_scale).to(comm.device)).wait().to(x.device)
-    chunk_signs, chunk_scales = _decode(received, c)  # [N, c], [N]
-    mean = (chunk_scales.to(x.dtype)[:, None] * _pm_one(chunk_signs, x.dtype)).reshape(-1)[:d]
+    # stage 2: the owners send their compressed chunk back to everyone (the shorter last one padded)
+    headers = [SIGN.compress(torch.zeros(stop - start, dtype=x.dtype)).header for start, stop in bounds]
+    packed = Payload.pack_rows(chunks, pad=True)
+    width = max(-(-h.bits // 8) for h in headers)
+    packed = torch.nn.functional.pad(packed, (0, width - packed.shape[1]))
+    received = Payload.unpack_rows(comm.all_gather(packed.to(comm.device)).wait(), headers)
+    mean = torch.cat([SIGN.decompress(chunk).to(x.device) for chunk in received])
     return mean.expand(L, d)
 
 
-class OneBitAdam(torch.optim.Optimizer):
-    """1-bit Adam over a :class:`~commlab.comm.communicator.Communicator` (module docstring).
+class OneBitAdam(Method):
+    """1-bit Adam over a :class:`~commlab.comm.Communicator` (module docstring).
 
     Args:
-        params: the parameters, one copy shared by the local workers (a DistComm rank, or a
-            simulation keeping one model), or with ``stacked=True`` a single tensor ``[L, d]`` whose
-            rows are the local workers' copies (e.g. ``StackedMLP.flat``), kept identical.
         comm: the communicator.
-        lr: learning rate >= 0.
+        params: ``[L, d]`` floating tensor, the local workers' copies of the parameters (e.g.
+            ``StackedMLP.flat``; one row on a DistComm rank, e.g. ``parameters_to_vector`` of a model
+            as ``[1, d]``), kept identical and changed in place.
+        lr: learning rate >= 0, or a schedule ``step -> lr`` (0-based step).
         betas: (β1, β2), each in [0, 1).
         eps: ε > 0 in the denominator.
         weight_decay: decoupled weight decay >= 0.
@@ -140,156 +142,84 @@ class OneBitAdam(torch.optim.Optimizer):
             preconditioner to freeze without a warm-up).
         freeze_variance: False for the ablation that keeps updating v after T0 from the gradient the
             synchronised momentum implies, g̃ = (m_t − β1·m_{t−1})/(1 − β1).
-        stacked: whether ``params`` is one ``[L, d]`` tensor of per-worker copies.
 
-    The optimiser takes one parameter group. Its state (in :meth:`state_dict`) holds ``step`` (int),
-    ``exp_avg`` m ``[L, d]`` (rows equal after every step), ``exp_avg_sq`` v ``[d]``,
-    ``worker_error`` ``[L, d]`` and ``server_error`` ``[L, c]``; on DistComm each rank saves its own.
+    State (in :meth:`state_dict`): ``exp_avg`` m ``[L, d]`` (rows equal after every step), ``exp_avg_sq``
+    v ``[d]``, ``worker_error`` ``[L, d]``, ``server_error`` ``[L, c]`` and ``variance_steps``; on
+    DistComm each rank saves its own.
     """
 
-    def __init__(self, params: Iterable[torch.Tensor], comm: Communicator, lr: float = 1e-3,
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, lr: Schedule = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
-                 freeze_step: int = 100, freeze_variance: bool = True, stacked: bool = False):
-        if not isinstance(comm, Communicator):
-            raise TypeError(f"comm must be a commlab Communicator, got {type(comm).__name__}")
-        lr = check_nonnegative("lr", lr)
+                 freeze_step: int = 100, freeze_variance: bool = True):
+        super().__init__(comm, params)
+        self.lr = check_schedule("lr", lr, low=0.0, low_open=False)
         if not isinstance(betas, tuple | list) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        betas = tuple(check_real_number(f"betas[{k}]", b, low=0.0, high=1.0, high_open=True)
-                      for k, b in enumerate(betas))
-        defaults = {
-            "lr": lr, "betas": betas, "eps": check_positive("eps", eps),
-            "weight_decay": check_nonnegative("weight_decay", weight_decay),
-            "freeze_step": check_int("freeze_step", freeze_step, low=0),
-            "freeze_variance": bool(freeze_variance),
-        }
-        super().__init__(params, defaults)
-        if len(self.param_groups) != 1:
-            raise ValueError(f"OneBitAdam takes one parameter group, got {len(self.param_groups)}")
-        self.comm = comm
-        self.stacked = bool(stacked)
-        group = self.param_groups[0]["params"]
-        if self.stacked:
-            if len(group) != 1 or group[0].dim() != 2 or group[0].shape[0] != comm.local_workers:
-                shapes = [tuple(p.shape) for p in group]
-                raise ValueError(f"stacked=True needs one parameter of shape [{comm.local_workers}, d] "
-                                 f"(one row per local worker), got shapes {shapes}")
-            self.d = group[0].shape[1]
-        else:
-            self.d = sum(p.numel() for p in group)
+        self.betas = tuple(check_real_number(f"betas[{k}]", b, low=0.0, high=1.0, high_open=True)
+                           for k, b in enumerate(betas))
+        self.eps = check_positive("eps", eps)
+        self.weight_decay = check_nonnegative("weight_decay", weight_decay)
+        self.freeze_step = check_int("freeze_step", freeze_step, low=0)
+        self.freeze_variance = bool(freeze_variance)
+        L, d = params.shape
+        self.exp_avg = torch.zeros_like(params, memory_format=torch.contiguous_format).detach()
+        self.exp_avg_sq = torch.zeros_like(self.exp_avg[0])
+        self.worker_error = torch.zeros_like(self.exp_avg)
+        self.server_error = self.exp_avg.new_zeros(L, chunk_size(d, comm.world_size))
+        self.variance_steps = 0
 
     @property
     def compressing(self) -> bool:
         """Whether the next step is a compressed one (the warm-up is over)."""
-        group = self.param_groups[0]
-        return self.state[group["params"][0]].get("step", 0) >= group["freeze_step"]
+        return self.steps >= self.freeze_step
 
     @torch.no_grad()
-    def step(self, grads: torch.Tensor | None = None) -> None:
-        """One step from the local workers' gradients ``grads`` ``[L, d]``.
-
-        ``grads=None`` reads the parameters' ``.grad`` (flattened in parameter order: ``[1, d]`` for
-        one shared copy on a single-worker communicator, ``[L, d]`` for ``stacked`` parameters).
-        """
-        group = self.param_groups[0]
-        grads = self._grads(grads)
-        state = self._state(grads)
-        beta1, beta2 = group["betas"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        t = state["step"]
-        if t < group["freeze_step"]:
-            g = self.comm.all_reduce(grads, op="mean").wait()
+    def step(self, grads: torch.Tensor) -> list[SyncEvent]:
+        """One step from the local workers' gradients ``grads`` ``[L, d]``; returns its synchronisation."""
+        grads = self._check_grads(grads)
+        beta1, beta2 = self.betas
+        m, v = self.exp_avg, self.exp_avg_sq
+        t = self.steps
+        if t < self.freeze_step:
+            g = self._run("sync", self.comm.all_reduce, grads, op="mean", info={"compressed": False}).wait()
             m.mul_(beta1).add_(g, alpha=1 - beta1)
             v.mul_(beta2).addcmul_(g[0], g[0], value=1 - beta2)
-            state["variance_steps"] += 1
+            self.variance_steps += 1
         else:
-            previous = m[0].clone() if not group["freeze_variance"] else None
+            previous = m[0].clone() if not self.freeze_variance else None
             local = m.mul(beta1).add_(grads, alpha=1 - beta1)
-            m.copy_(compressed_allreduce_1bit(self.comm, local, state["worker_error"], state["server_error"]))
+            mean = self._logged("sync", lambda: compressed_allreduce_1bit(self.comm, local, self.worker_error,
+                                                                          self.server_error),
+                                info={"compressed": True})
+            m.copy_(mean)
             m.mul_(v > 0)  # coordinates that never had a gradient would move by ±scale/ε: keep them still
             if previous is not None:
                 implied = (m[0] - beta1 * previous) / (1 - beta1)
                 v.mul_(beta2).addcmul_(implied, implied, value=1 - beta2)
-                state["variance_steps"] += 1
-        state["step"] = t + 1
-        n_v = state["variance_steps"]
+                self.variance_steps += 1
+        self.steps = t + 1
+        n_v = self.variance_steps
         variance = v / (1 - beta2**n_v) if n_v > 0 else v
-        update = (m / (1 - beta1 ** (t + 1))) / (variance.sqrt() + group["eps"])  # [L, d], rows equal
-        self._apply(update if self.stacked else update[0], group["lr"], group["weight_decay"])
+        update = (m / (1 - beta1 ** (t + 1))) / (variance.sqrt() + self.eps)  # [L, d], rows equal
+        lr = schedule_at("lr", self.lr, t, low=0.0, low_open=False)
+        if self.weight_decay:
+            self.params.mul_(1 - lr * self.weight_decay)
+        self.params.add_(update, alpha=-lr)
+        return self.events[-1:]
 
-    # -- helpers ------------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone(),
+                "worker_error": self.worker_error.clone(), "server_error": self.server_error.clone(),
+                "variance_steps": self.variance_steps}
 
-    def _grads(self, grads: torch.Tensor | None) -> torch.Tensor:
-        params = self.param_groups[0]["params"]
-        L = self.comm.local_workers
-        if grads is None:
-            missing = [k for k, p in enumerate(params) if p.grad is None]
-            if missing:
-                raise ValueError(f"parameters {missing} have no .grad: call backward() first or pass grads [L, d]")
-            if not self.stacked and L != 1:
-                raise ValueError(f"the communicator hosts {L} workers: pass their gradients as grads [{L}, d]")
-            grads = params[0].grad if self.stacked else torch.cat([p.grad.reshape(-1) for p in params])[None]
-        if not isinstance(grads, torch.Tensor) or not grads.is_floating_point():
-            raise TypeError(f"grads must be a floating torch.Tensor of shape [L, d], got {_describe(grads)}")
-        if tuple(grads.shape) != (L, self.d):
-            raise ValueError(f"grads must have shape [{L}, {self.d}] (local workers, parameters), "
-                             f"got {tuple(grads.shape)}")
-        if not torch.isfinite(grads).all():
-            raise ValueError("grads contains NaN or Inf")
-        return grads.detach().to(params[0].dtype)
-
-    def _state(self, grads: torch.Tensor) -> dict:
-        state = self.state[self.param_groups[0]["params"][0]]
-        L, d = grads.shape
-        c = chunk_size(d, self.comm.world_size)
-        if not state:
-            state.update(step=0, variance_steps=0, exp_avg=torch.zeros_like(grads),
-                         exp_avg_sq=torch.zeros_like(grads[0]), worker_error=torch.zeros_like(grads),
-                         server_error=grads.new_zeros(L, c))
-        expected = {"exp_avg": (L, d), "exp_avg_sq": (d,), "worker_error": (L, d), "server_error": (L, c)}
-        for name, shape in expected.items():
-            if tuple(state[name].shape) != shape:
-                raise ValueError(f"state {name} has shape {tuple(state[name].shape)}, expected {shape}: "
+    def _load(self, state: dict) -> None:
+        for name in ("exp_avg", "exp_avg_sq", "worker_error", "server_error"):
+            value, mine = state[name], getattr(self, name)
+            if tuple(value.shape) != tuple(mine.shape):
+                raise ValueError(f"state {name} has shape {tuple(value.shape)}, expected {tuple(mine.shape)}: "
                                  f"was it saved with another communicator or model?")
-        return state
-
-    def _apply(self, update: torch.Tensor, lr: float, weight_decay: float) -> None:
-        offset = 0
-        for p in self.param_groups[0]["params"]:
-            n = p.numel() if not self.stacked else p.shape[1]
-            if weight_decay:
-                p.mul_(1 - lr * weight_decay)
-            piece = update if self.stacked else update[offset : offset + n].view_as(p)
-            p.add_(piece, alpha=-lr)
-            offset += n
-
-
-def _wire_scale(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The scale as the receiver sees it: rounded to fp32 (it crosses the wire as 4 bytes)."""
-    return scale.to(torch.float32).to(dtype)
-
-
-def _pm_one(positive: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """+1 where ``positive``, else −1."""
-    return positive.to(dtype) * 2 - 1
-
-
-def _encode(positive: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``[L, n]`` sign bits and ``[L]`` scales as ``[L, ⌈n/8⌉ + 4]`` bytes (bits little-endian)."""
-    L, n = positive.shape
-    bits = torch.nn.functional.pad(positive.to(torch.uint8), (0, -n % 8)).view(L, -1, 8)
-    weights = 2 ** torch.arange(8, dtype=torch.uint8, device=positive.device)
-    packed = (bits * weights).sum(dim=2, dtype=torch.uint8)
-    scale_bytes = scale.to(torch.float32).contiguous().view(torch.uint8).view(L, _SCALE_BYTES)
-    return torch.cat([packed, scale_bytes], dim=1)
-
-
-def _decode(message: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`_encode`: ``([N, n]`` bool signs, ``[N]`` fp32 scales)."""
-    N = message.shape[0]
-    packed, scale_bytes = message[:, :-_SCALE_BYTES], message[:, -_SCALE_BYTES:]
-    bits = (packed[:, :, None] >> torch.arange(8, dtype=torch.uint8, device=message.device)) & 1
-    return bits.view(N, -1)[:, :n].bool(), scale_bytes.reshape(-1).clone().view(torch.float32)
+            mine.copy_(value)
+        self.variance_steps = check_int("variance_steps", state["variance_steps"], low=0)
 
 
 def _describe(x) -> str:

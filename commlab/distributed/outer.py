@@ -85,8 +85,8 @@ from commlab._checks import (
 )
 from commlab.comm import Communicator, Work
 from commlab.compress.base import Compressor
+from commlab.compress.payload import Payload
 from commlab.compress.quantize import Identity, LowPrecision
-from commlab.distributed.compressed import pack_payloads, unpack_payloads
 from commlab.distributed.method import Method, SyncEvent
 from commlab.seeding import SeedTree
 
@@ -481,7 +481,7 @@ class StreamingDiLoCo(OuterMethod):
             return self._run("fragment", self.comm.all_reduce, delta, op="mean", overlap=True, fragment=p)
         payloads = [self.compressor.compress(self._blocks(row), self._generator(t, int(rank)))
                     for row, rank in zip(delta, self.comm.ranks, strict=True)]
-        packed = pack_payloads(payloads).to(self.comm.device)
+        packed = Payload.pack_rows(payloads).to(self.comm.device)
         return self._run("fragment", self.comm.all_gather, packed, overlap=True, fragment=p)
 
     def _mean(self, p: int, work: Work) -> torch.Tensor:
@@ -491,7 +491,7 @@ class StreamingDiLoCo(OuterMethod):
         n, dtype = len(self.indices[p]), self.params.dtype
         header = self.compressor.compress(self._blocks(torch.zeros(n, dtype=dtype)), self._generator(0, 0)).header
         acc = torch.float64 if dtype == torch.float64 else torch.float32
-        rows = [self.compressor.decompress(pl) for pl in unpack_payloads(work.wait(), header)]
+        rows = [self.compressor.decompress(pl) for pl in Payload.unpack_rows(work.wait(), header)]
         return torch.stack([r.reshape(-1)[:n].to(acc) for r in rows]).mean(dim=0).to(dtype)
 
     def _blocks(self, row: torch.Tensor) -> torch.Tensor:

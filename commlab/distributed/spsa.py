@@ -50,8 +50,8 @@ from commlab.comm import Communicator
 from commlab.comm.hashing import state_hash
 from commlab.comm.membership import Membership
 from commlab.compress.base import Compressor
+from commlab.compress.payload import Payload
 from commlab.compress.quantize import LogByte
-from commlab.distributed.compressed import pack_payloads, unpack_payloads
 from commlab.seeding import SeedTree
 
 NORMALIZE = ("sqrt", "mean")
@@ -290,13 +290,13 @@ class SharedSeedSPSA:
         if machine in self._machines:
             row = self._machines.index(machine)
             payload = self.scalars.compress(p[row].to(torch.float32), self._scalar_generator(t, machine))
-            packed = pack_payloads([payload])
+            packed = Payload.pack_rows([payload])
             if packed.shape[1] != self._nbytes:
                 raise ValueError(f"{self.scalars!r} gave {packed.shape[1]} bytes instead of {self._nbytes}: "
                                  "the scalars compressor must have a fixed-size payload")
             wire[row] = packed[0]
         received = self.comm.broadcast(wire.to(self.comm.device), src=machine).wait()
-        (payload,) = unpack_payloads(received[:1], self._header)
+        (payload,) = Payload.unpack_rows(received[:1], self._header)
         return self.scalars.decompress(payload).to(torch.float64)
 
     def _hand_over(self, t: int, joined: tuple[int, ...]) -> None:

@@ -27,7 +27,7 @@ def dgc_descent(comm, steps=8, seed=0, m=10, d=300, density=0.02):
     for _ in range(steps):
         w = params[0]
         grads = torch.stack([A[i].T @ (A[i] @ w - b[i]) / m for i in comm.ranks.tolist()])
-        records.append(opt.step(grads))
+        records.extend(opt.step(grads))
         iterates.append(params[0].clone())
     return torch.stack(iterates), opt.u.clone(), opt.v.clone(), records, comm.meter.bytes_sent.clone()
 

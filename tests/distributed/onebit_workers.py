@@ -14,7 +14,7 @@ def least_squares_onebit(comm: Communicator, steps=12, freeze_step=4, seed=0, m=
 
     Worker i holds (A_i [m, d], b_i [m]) drawn from ``seed``; its gradient A_iᵀ(A_i x − b_i)/m is
     computed row by row so the arithmetic is the same on every backend. d = 21 is not a multiple of
-    the world size, so the chunks carry padding.
+    the world size, so the last chunk is shorter.
 
     Returns:
         The iterates ``[steps + 1, d]``, the optimiser state of the local workers and the meter
@@ -24,15 +24,16 @@ def least_squares_onebit(comm: Communicator, steps=12, freeze_step=4, seed=0, m=
     g = torch.Generator().manual_seed(seed)
     A = torch.randn(n, m, d, generator=g)
     b = torch.randn(n, m, generator=g)
-    x = torch.zeros(d, requires_grad=True)
-    opt = OneBitAdam([x], comm, lr=lr, freeze_step=freeze_step)
-    iterates = [x.detach().clone()]
+    x = torch.zeros(comm.local_workers, d)
+    opt = OneBitAdam(comm, x, lr=lr, freeze_step=freeze_step)
+    iterates = [x[0].clone()]
     for _ in range(steps):
-        with torch.no_grad():
-            grads = torch.stack([A[i].T @ (A[i] @ x - b[i]) / m for i in comm.ranks.tolist()])
+        # x[row].clone(): a row of a stacked tensor may sit at an unaligned address, where BLAS sums in
+        # another order than for a rank's own [1, d] tensor
+        grads = torch.stack([A[i].T @ (A[i] @ x[row].clone() - b[i]) / m for row, i in enumerate(comm.ranks.tolist())])
         opt.step(grads)
-        iterates.append(x.detach().clone())
-    state = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in opt.state[x].items()}
+        iterates.append(x[0].clone())
+    state = opt.state_dict()
     return torch.stack(iterates), state, comm.meter.bytes_sent.clone(), comm.meter.syncs
 
 

@@ -20,7 +20,7 @@ def buffers(L, d, N, dtype=torch.float32):
 
 
 def test_one_compressed_allreduce_by_hand_with_padding_and_sign_of_zero():
-    # N = 2, d = 3: chunks of c = 2 coordinates, chunk 1 = coordinate 2 + one padding coordinate
+    # N = 2, d = 3: chunks of c = 2 coordinates, chunk 1 = coordinate 2 alone
     x = torch.tensor([[3.0, -4.0, 0.0], [1.0, 2.0, -2.0]])
     worker_error, server_error = buffers(2, 3, 2)
     comm = SimComm(2)
@@ -29,11 +29,11 @@ def test_one_compressed_allreduce_by_hand_with_padding_and_sign_of_zero():
     torch.testing.assert_close(worker_error, torch.tensor([[3 - s0, -4 + s0, -s0], [1 - s1, 2 - s1, -2 + s1]]))
     chunk0 = torch.tensor([(s0 + s1) / 2, (s1 - s0) / 2])  # owner 0 averages coordinates 0 and 1
     scale0 = chunk0.norm() / math.sqrt(2)
-    chunk1 = (s0 - s1) / 2  # owner 1: coordinate 2 only, the padding does not count
+    chunk1 = (s0 - s1) / 2  # owner 1: coordinate 2 only
     torch.testing.assert_close(out, torch.tensor([[scale0, -scale0, chunk1]] * 2))
     torch.testing.assert_close(server_error, torch.stack([chunk0 - scale0 * torch.tensor([1.0, -1.0]),
                                                           torch.zeros(2)]))
-    # one packed message per stage: ⌈4/8⌉ + 4 bytes up, ⌈2/8⌉ + 4 bytes back
+    # one packed message per stage: ⌈3/8⌉ + 4 bytes up, ⌈2/8⌉ + 4 bytes back (chunk 1 padded to chunk 0)
     assert comm.meter.bytes_sent.tolist() == [10.0, 10.0] and comm.meter.calls == {"all_gather": 2}
 
 
@@ -63,64 +63,61 @@ def test_error_compensation_telescopes_exactly():
     assert torch.equal(server_error.reshape(-1)[d:], torch.zeros(N * chunk_size(d, N) - d, dtype=torch.float64))
 
 
-def test_meter_counts_padding_and_whole_bytes():
-    N, d = 4, 1001  # c = 251, padded to 1004 coordinates
+def test_meter_counts_whole_bytes_and_the_padded_last_chunk():
+    N, d = 4, 1001  # c = 251, the last chunk 248 coordinates
     comm = SimComm(N)
     compressed_allreduce_1bit(comm, torch.randn(N, d), *buffers(N, d, N))
-    assert comm.meter.bytes_sent.tolist() == [(math.ceil(1004 / 8) + 4) + (math.ceil(251 / 8) + 4)] * N
-    assert comm.meter.peak_bytes == math.ceil(1004 / 8) + 4
+    assert comm.meter.bytes_sent.tolist() == [(math.ceil(1001 / 8) + 4) + (math.ceil(251 / 8) + 4)] * N
+    assert comm.meter.peak_bytes == math.ceil(1001 / 8) + 4
 
 
 def test_one_warmup_and_one_compressed_step_by_hand():
     # β = (0.5, 0.75), lr = 0.1, N = 2, T0 = 1
-    x = torch.zeros(3, requires_grad=True)
-    opt = OneBitAdam([x], SimComm(2), lr=0.1, betas=(0.5, 0.75), eps=1e-8, freeze_step=1)
+    x = torch.zeros(2, 3)
+    opt = OneBitAdam(SimComm(2), x, lr=0.1, betas=(0.5, 0.75), eps=1e-8, freeze_step=1)
     opt.step(torch.tensor([[2.0, -2.0, 4.0], [2.0, 6.0, 0.0]]))  # mean g = 2: m = 1, v = 1, m̂/√v̂ = 1
-    torch.testing.assert_close(x.detach(), torch.full((3,), -0.1))
+    torch.testing.assert_close(x, torch.full((2, 3), -0.1))
     assert opt.compressing
     # local momenta m_i = 0.5·m + 0.5·g_i = the vectors of the all-reduce example above
     opt.step(torch.tensor([[5.0, -9.0, -1.0], [1.0, 3.0, -5.0]]))
     s0, s1 = 5 / S3, 3 / S3
     scale0 = math.hypot((s0 + s1) / 2, (s1 - s0) / 2) / math.sqrt(2)
     m = torch.tensor([scale0, -scale0, (s0 - s1) / 2])
-    state = opt.state[x]
-    torch.testing.assert_close(state["exp_avg"], torch.stack([m, m]))
-    torch.testing.assert_close(state["exp_avg_sq"], torch.ones(3))  # frozen
+    torch.testing.assert_close(opt.exp_avg, torch.stack([m, m]))
+    torch.testing.assert_close(opt.exp_avg_sq, torch.ones(3))  # frozen
     # m̂ = m/(1 − 0.5²), v̂ = v/(1 − 0.75) = 4 (corrected at the freeze)
-    torch.testing.assert_close(x.detach(), torch.full((3,), -0.1) - 0.1 * (m / 0.75) / 2)
-    assert state["worker_error"].abs().sum() > 0 and state["server_error"][0].abs().sum() > 0
+    torch.testing.assert_close(x, (torch.full((3,), -0.1) - 0.1 * (m / 0.75) / 2).expand(2, 3))
+    assert opt.worker_error.abs().sum() > 0 and opt.server_error[0].abs().sum() > 0
+    assert [e.info["compressed"] for e in opt.events] == [False, True]
 
 
-def test_warmup_is_adamw_on_the_mean_gradient_and_stacked_copies_agree():
+def test_warmup_is_adamw_on_the_mean_gradient_and_the_replicas_stay_identical():
     g = torch.Generator().manual_seed(1)
-    start = torch.randn(2, 5, generator=g)
-    shared = [start[0].clone().requires_grad_(), start[1].clone().requires_grad_()]
-    stacked = start.reshape(1, -1).expand(3, -1).clone().requires_grad_()
-    ref = [p.detach().clone().requires_grad_() for p in shared]
-    kw = {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.1, "freeze_step": 6}
-    opt = OneBitAdam(shared, SimComm(3), **kw)
-    opt_stacked = OneBitAdam([stacked], SimComm(3), stacked=True, **kw)
-    adamw = torch.optim.AdamW(ref, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)
+    start = torch.randn(10, generator=g)
+    params = start.expand(3, -1).clone()
+    ref = start.clone().requires_grad_()
+    opt = OneBitAdam(SimComm(3), params, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1, freeze_step=6)
+    adamw = torch.optim.AdamW([ref], lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)
     for step in range(10):
         grads = torch.randn(3, 10, generator=g)
         opt.step(grads)
-        opt_stacked.step(grads)
-        mean = grads.mean(dim=0)
-        ref[0].grad, ref[1].grad = mean[:5], mean[5:]
+        ref.grad = grads.mean(dim=0)
         adamw.step()
-        flat = torch.cat([p.detach() for p in shared])
         if step < 6:
-            torch.testing.assert_close(flat, torch.cat([p.detach() for p in ref]))
-        assert torch.equal(stacked.detach(), flat.expand(3, -1))  # the replicas stay identical
-    assert not torch.allclose(flat, torch.cat([p.detach() for p in ref]))  # compressed afterwards
+            torch.testing.assert_close(params[0], ref.detach())
+        assert torch.equal(params, params[:1].expand(3, -1))  # the replicas stay identical
+    assert not torch.allclose(params[0], ref.detach())  # compressed afterwards
 
 
-def test_grads_default_to_the_parameters_grad_on_one_worker():
-    x = torch.ones(4, requires_grad=True)
-    opt = OneBitAdam([x], SimComm(1), lr=0.1, freeze_step=2)
-    (x**2).sum().backward()
-    opt.step()
-    torch.testing.assert_close(x.detach(), torch.full((4,), 0.9))
+def test_a_learning_rate_schedule_is_read_at_every_step():
+    x = torch.ones(1, 4)
+    opt = OneBitAdam(SimComm(1), x, lr=lambda t: 0.1 if t == 0 else 0.0, freeze_step=2)
+    opt.step(2 * x)
+    torch.testing.assert_close(x, torch.full((1, 4), 0.9))
+    opt.step(2 * x)  # lr 0: nothing moves
+    torch.testing.assert_close(x, torch.full((1, 4), 0.9))
+    with pytest.raises(ValueError, match="lr must be in"):
+        OneBitAdam(SimComm(1), x, lr=lambda t: -1.0).step(x)
 
 
 def test_variance_is_frozen_unless_the_ablation_asks_otherwise():
@@ -128,12 +125,11 @@ def test_variance_is_frozen_unless_the_ablation_asks_otherwise():
     grads = [torch.randn(2, 8, generator=g) for _ in range(6)]
     variances = {}
     for freeze in (True, False):
-        x = torch.zeros(8, requires_grad=True)
-        opt = OneBitAdam([x], SimComm(2), freeze_step=3, freeze_variance=freeze)
+        opt = OneBitAdam(SimComm(2), torch.zeros(2, 8), freeze_step=3, freeze_variance=freeze)
         history = []
         for grad in grads:
             opt.step(grad)
-            history.append(opt.state[x]["exp_avg_sq"].clone())
+            history.append(opt.exp_avg_sq.clone())
         variances[freeze] = history
     assert all(torch.equal(v, variances[True][2]) for v in variances[True][3:])
     assert all(torch.equal(a, b) for a, b in zip(variances[True][:3], variances[False][:3], strict=True))
@@ -157,44 +153,42 @@ def test_sim_equals_two_gloo_processes_bit_for_bit():
 def _run(x, opt, grads):
     for grad in grads:
         opt.step(grad)
-    return x.detach().clone()
+    return x.clone()
 
 
 def test_checkpoint_after_the_freeze_resumes_exactly_with_both_error_buffers():
     g = torch.Generator().manual_seed(3)
     grads = [torch.randn(3, 10, generator=g) for _ in range(14)]
-    x = torch.zeros(10, requires_grad=True)
-    opt = OneBitAdam([x], SimComm(3), lr=0.05, freeze_step=4)
+    x = torch.zeros(3, 10)
+    opt = OneBitAdam(SimComm(3), x, lr=0.05, freeze_step=4)
     _run(x, opt, grads[:8])
     blob = io.BytesIO()
-    torch.save({"x": x.detach().clone(), "opt": opt.state_dict()}, blob)
+    torch.save(opt.state_dict(), blob)
     straight = _run(x, opt, grads[8:])
 
     blob.seek(0)
     saved = torch.load(blob)
-    y = saved["x"].clone().requires_grad_()
-    resumed = OneBitAdam([y], SimComm(3), lr=0.05, freeze_step=4)
-    resumed.load_state_dict(saved["opt"])
+    y = torch.zeros(3, 10)
+    resumed = OneBitAdam(SimComm(3), y, lr=0.05, freeze_step=4)
+    resumed.load_state_dict(saved)
     assert torch.equal(_run(y, resumed, grads[8:]), straight)
+    assert resumed.summary() == opt.summary()
 
     # DeepSpeed's behaviour (error buffers reset on load) would not continue the same way
-    z = saved["x"].clone().requires_grad_()
-    reset = OneBitAdam([z], SimComm(3), lr=0.05, freeze_step=4)
-    reset.load_state_dict(saved["opt"])
-    reset.state[z]["worker_error"].zero_()
-    reset.state[z]["server_error"].zero_()
+    z = torch.zeros(3, 10)
+    reset = OneBitAdam(SimComm(3), z, lr=0.05, freeze_step=4)
+    reset.load_state_dict(saved)
+    reset.worker_error.zero_()
+    reset.server_error.zero_()
     assert not torch.equal(_run(z, reset, grads[8:]), straight)
 
 
 def test_a_checkpoint_from_another_world_size_is_refused():
-    x = torch.zeros(10, requires_grad=True)
-    opt = OneBitAdam([x], SimComm(3), freeze_step=0)
+    opt = OneBitAdam(SimComm(3), torch.zeros(3, 10), freeze_step=0)
     opt.step(torch.randn(3, 10))
-    y = torch.zeros(10, requires_grad=True)
-    other = OneBitAdam([y], SimComm(2), freeze_step=0)
-    other.load_state_dict(opt.state_dict())
-    with pytest.raises(ValueError, match="another communicator"):
-        other.step(torch.randn(2, 10))
+    other = OneBitAdam(SimComm(2), torch.zeros(2, 10), freeze_step=0)
+    with pytest.raises(ValueError, match="params have shape"):
+        other.load_state_dict(opt.state_dict())
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -210,23 +204,19 @@ def test_a_checkpoint_from_another_world_size_is_refused():
 ])
 def test_bad_arguments_are_rejected_by_name(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
-        OneBitAdam([torch.zeros(3, requires_grad=True)], SimComm(2), **kwargs)
+        OneBitAdam(SimComm(2), torch.zeros(2, 3), **kwargs)
 
 
 def test_bad_gradients_and_buffers_are_rejected():
-    x = torch.zeros(3, requires_grad=True)
-    opt = OneBitAdam([x], SimComm(2))
-    with pytest.raises(ValueError, match=r"grads must have shape \[2, 3\]"):
+    opt = OneBitAdam(SimComm(2), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"grads must have the shape of params \(2, 3\)"):
         opt.step(torch.zeros(1, 3))
     with pytest.raises(ValueError, match="NaN"):
         opt.step(torch.tensor([[0.0, float("nan"), 0.0]] * 2))
-    with pytest.raises(ValueError, match="pass their gradients"):
-        x.grad = torch.zeros(3)
-        opt.step()
-    with pytest.raises(ValueError, match="stacked=True"):
-        OneBitAdam([torch.zeros(3, 4, requires_grad=True)], SimComm(2), stacked=True)
+    with pytest.raises(ValueError, match=r"shape \[L, d\] with L = 2"):
+        OneBitAdam(SimComm(2), torch.zeros(3, 4))
     with pytest.raises(TypeError, match="comm"):
-        OneBitAdam([x], comm=None)
+        OneBitAdam(None, torch.zeros(2, 3))
     with pytest.raises(ValueError, match="server_error"):
         compressed_allreduce_1bit(SimComm(2), torch.zeros(2, 5), torch.zeros(2, 5), torch.zeros(2, 2))
 
@@ -234,14 +224,14 @@ def test_bad_gradients_and_buffers_are_rejected():
 def test_coordinates_without_gradient_in_the_warmup_stay_still():
     # coordinate 0 never gets a gradient: v = 0 there, and ±scale/ε would throw it far away
     g = torch.Generator().manual_seed(4)
-    x = torch.zeros(6, requires_grad=True)
-    opt = OneBitAdam([x], SimComm(2), lr=0.01, freeze_step=3)
+    x = torch.zeros(2, 6)
+    opt = OneBitAdam(SimComm(2), x, lr=0.01, freeze_step=3)
     for _ in range(10):
         grads = torch.randn(2, 6, generator=g)
         grads[:, 0] = 0
         opt.step(grads)
-    assert x[0] == 0 and x[1:].abs().min() > 0
-    assert opt.state[x]["exp_avg"][:, 0].abs().max() == 0
+    assert (x[:, 0] == 0).all() and x[:, 1:].abs().min() > 0
+    assert opt.exp_avg[:, 0].abs().max() == 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -250,11 +240,12 @@ def test_cuda_tensors_follow_the_cpu_run():
     grads = [torch.randn(4, 1001, generator=g) for _ in range(8)]
     finals = {}
     for device in ("cpu", "cuda"):
-        x = torch.zeros(1001, device=device, requires_grad=True)
-        opt = OneBitAdam([x], SimComm(4), lr=0.01, freeze_step=3)
+        x = torch.zeros(4, 1001, device=device)
+        opt = OneBitAdam(SimComm(4), x, lr=0.01, freeze_step=3)
         for grad in grads:
             opt.step(grad.to(device))
-        finals[device] = (x.detach().cpu(), {k: v.cpu() for k, v in opt.state[x].items() if torch.is_tensor(v)})
+        finals[device] = (x.cpu(), {k: v.cpu() for k, v in opt.state_dict().items()
+                                    if k in ("exp_avg", "exp_avg_sq", "worker_error", "server_error")})
     torch.testing.assert_close(finals["cuda"][0], finals["cpu"][0], rtol=1e-5, atol=1e-6)
     for name, value in finals["cpu"][1].items():
         torch.testing.assert_close(finals["cuda"][1][name], value, rtol=1e-4, atol=1e-5)

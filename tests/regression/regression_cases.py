@@ -89,7 +89,7 @@ def dgc_case(**hyper):
 
 def onebit_case():
     def make(comm, p):
-        return OneBitAdam([p], comm, lr=0.01, freeze_step=4, stacked=True)
+        return OneBitAdam(comm, p, lr=0.01, freeze_step=4)
     return per_step(make)
 
 
