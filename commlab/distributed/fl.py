@@ -54,8 +54,12 @@ probability S/N, but two clients of one group are never sampled together; ``samp
 
 Randomness: round t's sample comes from ``SeedTree(seed).torch("sample", t)``, a randomised
 compressor's draw for client i from ``SeedTree(seed).torch("compress", t, i)``; minibatches are the
-caller's (``grad_fn``), so a run is a function of its seed and continues exactly after
-:meth:`FederatedMethod.state_dict` / :meth:`FederatedMethod.load_state_dict`.
+caller's (the oracle of :meth:`FederatedMethod.round`), so a run is a function of its seed and
+continues exactly after :meth:`~commlab.distributed.method.Method.state_dict` /
+:meth:`~commlab.distributed.method.Method.load_state_dict`.
+
+These are round methods (:mod:`commlab.distributed.method`): ``params`` ``[L, d]`` holds the local
+slots' copies of the server model x, set to x after every ``round(oracle)``.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ from commlab.compress.base import Compressor
 from commlab.compress.payload import Payload
 from commlab.compress.quantize import Identity
 from commlab.distributed.compressed import gather_payloads
+from commlab.distributed.method import Method, SyncEvent
 from commlab.seeding import SeedTree
 
 SAMPLINGS = ("uniform", "stratified")
@@ -104,13 +109,14 @@ def sample_clients(n_clients: int, per_round: int, generator: torch.Generator, *
     return torch.arange(per_round) + per_round * members
 
 
-class FederatedMethod:
+class FederatedMethod(Method):
     """The common round driver: sampling, K local steps on the stacked sampled clients, the wire,
     the bit count and the state; subclasses say what the clients send and how the server updates.
 
     Args:
         comm: a communicator whose ``world_size`` is S (``SimComm(S)``, or S ``DistComm`` ranks).
-        x0: the initial server model ``[d]`` (floating; its dtype is the model's).
+        params: ``[L, d]`` floating: every row the initial server model (its dtype is the model's);
+            after each round every row is the new server model x.
         n_clients: N >= S.
         local_steps: K >= 1.
         local_lr: η_l > 0.
@@ -122,26 +128,21 @@ class FederatedMethod:
     Attributes:
         x: ``[d]`` server model; c: ``[d]`` server control (zero and unused for FedAvg/FedEF).
         buffers: per-client state, each ``[n_hosted, d]`` (rows: :attr:`hosted` clients).
-        round_index: rounds done; bits: cumulative ``{"uplink": ..., "downlink": ...}`` over all clients.
+        steps: rounds done; bits: cumulative ``{"uplink": ..., "downlink": ...}`` over all clients.
     """
 
     controlled = False  # local steps corrected by c − c_i
     downlink_vectors = 1  # dense vectors the server sends each sampled client
     client_buffers: tuple[str, ...] = ()
 
-    def __init__(self, comm: Communicator, x0: torch.Tensor, *, n_clients: int, local_steps: int,
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, n_clients: int, local_steps: int,
                  local_lr: float, server_lr: float = 1.0, compressor: Compressor | None = None,
                  seed: int = 0, sampling: str = "uniform"):
-        if not isinstance(comm, Communicator):
-            raise TypeError(f"comm must be a commlab Communicator, got {type(comm).__name__}")
-        if not isinstance(x0, torch.Tensor) or not x0.is_floating_point() or x0.dim() != 1:
-            raise TypeError("x0 must be a floating torch.Tensor of shape [d]")
-        if not torch.isfinite(x0).all():
-            raise ValueError("x0 contains NaN or Inf")
+        super().__init__(comm, params)
         compressor = Identity() if compressor is None else compressor
         if not isinstance(compressor, Compressor):
             raise TypeError(f"compressor must be a commlab Compressor, got {type(compressor).__name__}")
-        self.comm, self.compressor = comm, compressor
+        self.compressor = compressor
         self.per_round = comm.world_size
         self.n_clients = check_int("n_clients", n_clients, low=self.per_round)
         self.local_steps = check_int("local_steps", local_steps, low=1)
@@ -162,11 +163,10 @@ class FederatedMethod:
                              f"clients per round ({self.per_round})")
         self._row_of = torch.full((self.n_clients,), -1, dtype=torch.int64)
         self._row_of[self.hosted] = torch.arange(len(self.hosted))
-        self.x = x0.detach().clone()
+        self.x = params[0].detach().clone()
         self.c = torch.zeros_like(self.x)
         self.buffers = {name: torch.zeros(len(self.hosted), self.x.numel(), dtype=self.x.dtype)
                         for name in self.client_buffers}
-        self.round_index = 0
         self.bits = {"uplink": 0, "downlink": 0}
 
     @property
@@ -181,16 +181,18 @@ class FederatedMethod:
         return sample_clients(self.n_clients, self.per_round, self.seeds.torch("sample", t),
                               stratified=self.sampling == "stratified")
 
-    def round(self, grad_fn: GradFn) -> dict:
-        """One round. ``grad_fn(y, clients, t, k)`` returns the stochastic gradients ``[L, d]`` of the
-        local clients ``clients`` (``[L]`` int64) at their iterates ``y`` ``[L, d]`` in local step k
+    def round(self, grad_fn: GradFn) -> list[SyncEvent]:
+        """One round. The oracle ``grad_fn(y, clients, t, k)`` returns the stochastic gradients ``[L, d]`` of
+        the local clients ``clients`` (``[L]`` int64) at their iterates ``y`` ``[L, d]`` in local step k
         of round t.
 
         Returns:
-            ``{"round": t, "clients": [S] ids, "uplink_bits": ..., "downlink_bits": ...}`` of this round
-            (all clients together).
+            the round's synchronisation; its ``info`` holds ``clients`` (the S ids), ``uplink_bits`` and
+            ``downlink_bits`` of this round (all clients together).
         """
-        t = self.round_index
+        if not callable(grad_fn):
+            raise TypeError(f"grad_fn must be callable as grad_fn(y, clients, t, k), got {type(grad_fn).__name__}")
+        t = self.steps
         clients = self.sample(t)
         local = clients[self.comm.ranks]
         rows = self._row_of[local]
@@ -206,13 +208,15 @@ class FederatedMethod:
         payload = self._compress(message, local, t)
         decoded = self.compressor.decompress(payload)
         self._client_update(rows, message, decoded)
-        everyone, uplink = self._gather(message, payload, decoded)
+        everyone, uplink = self._logged("sync", lambda: self._gather(message, payload, decoded))
         self._server_update(everyone)
+        self.params.copy_(self.x.expand_as(self.params))
         downlink = self.per_round * self.downlink_vectors * self.x.numel() * self.x.element_size() * 8
         self.bits["uplink"] += uplink
         self.bits["downlink"] += downlink
-        self.round_index += 1
-        return {"round": t, "clients": clients.tolist(), "uplink_bits": uplink, "downlink_bits": downlink}
+        self.steps += 1
+        self.events[-1].info.update(clients=tuple(clients.tolist()), uplink_bits=uplink, downlink_bits=downlink)
+        return self.events[-1:]
 
     def _compress(self, message: torch.Tensor, clients: torch.Tensor, t: int) -> Payload:
         if not self.compressor.random:
@@ -231,20 +235,16 @@ class FederatedMethod:
 
     # -- state ----------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict:
-        """Everything a continuation needs: x, c, the client buffers, the round and the bit counts."""
-        return {"x": self.x.clone(), "c": self.c.clone(), "round_index": self.round_index,
-                "bits": dict(self.bits), "buffers": {n: b.clone() for n, b in self.buffers.items()},
-                "hosted": self.hosted.clone()}
+    def _state(self) -> dict:
+        return {"x": self.x.clone(), "c": self.c.clone(), "bits": dict(self.bits),
+                "buffers": {n: b.clone() for n, b in self.buffers.items()}, "hosted": self.hosted.clone()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def _load(self, state: dict) -> None:
         if not torch.equal(state["hosted"], self.hosted) or set(state["buffers"]) != set(self.buffers):
             raise ValueError("the state was saved by a method with other client buffers or hosted clients")
-        if state["x"].shape != self.x.shape:
-            raise ValueError(f"the state's model has shape {tuple(state['x'].shape)}, expected {tuple(self.x.shape)}")
         self.x, self.c = state["x"].clone(), state["c"].clone()
         self.buffers = {n: b.clone() for n, b in state["buffers"].items()}
-        self.round_index, self.bits = int(state["round_index"]), dict(state["bits"])
+        self.bits = dict(state["bits"])
 
     # -- what the methods define ----------------------------------------------------------------
 
@@ -305,8 +305,8 @@ class Scaffold(FederatedMethod):
     client_buffers = ("c",)
     control_rate = 1.0  # c_i and c move by this multiple of the decoded message
 
-    def __init__(self, comm: Communicator, x0: torch.Tensor, *, two_vector: bool = False, **kwargs):
-        super().__init__(comm, x0, **kwargs)
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, two_vector: bool = False, **kwargs):
+        super().__init__(comm, params, **kwargs)
         if two_vector and type(self) is not Scaffold:
             raise ValueError(f"two_vector is the original SCAFFOLD's message; {type(self).__name__} has one form")
         self.two_vector = bool(two_vector)
@@ -339,11 +339,11 @@ class Scallion(Scaffold):
     c_i ← c_i + Ĉ(α δ_i); c ← c + (1/N) Σ Ĉ(α δ_i). Either way x ← x − γ (c + mean Ĉ(·)).
     """
 
-    def __init__(self, comm: Communicator, x0: torch.Tensor, *, compressor: Compressor,
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, compressor: Compressor,
                  alpha: float | None = None, placement: str = "after", **kwargs):
-        super().__init__(comm, x0, compressor=compressor, **kwargs)
+        super().__init__(comm, params, compressor=compressor, **kwargs)
         if alpha is None:
-            omega = self.compressor.omega_for(x0.numel())
+            omega = self.compressor.omega_for(self.d)
             if omega is None:
                 raise ValueError(f"give alpha: {self.compressor!r} states no variance constant omega")
             alpha = 1 / (1 + omega)
@@ -366,9 +366,9 @@ class Scafcom(Scaffold):
 
     client_buffers = ("c", "v")
 
-    def __init__(self, comm: Communicator, x0: torch.Tensor, *, compressor: Compressor, beta: float = 0.2,
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, compressor: Compressor, beta: float = 0.2,
                  **kwargs):
-        super().__init__(comm, x0, compressor=compressor, **kwargs)
+        super().__init__(comm, params, compressor=compressor, **kwargs)
         self.beta = check_real_number("beta", beta, low=0.0, high=1.0, low_open=True)
 
     def _message(self, rows, g_bar, y):

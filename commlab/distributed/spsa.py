@@ -27,7 +27,7 @@ without ever sending a parameter (checked with :func:`~commlab.comm.hashing.stat
 **Machines and the communicator.** Machine m is worker (rank) m of the communicator, whose
 ``world_size`` must exceed every machine id of the :class:`~commlab.comm.membership.Membership`
 schedule; on :class:`~commlab.comm.communicator.SimComm` all machines live in one process (row l of
-:attr:`SharedSeedSPSA.theta` is machine l's replica), on :class:`~commlab.comm.communicator.DistComm`
+:attr:`SharedSeedSPSA.params` is machine l's replica), on :class:`~commlab.comm.communicator.DistComm`
 each rank holds its own replica. In each round, for each active machine m in ascending order, one
 ``broadcast`` from m carries its S packed scalars (a ``uint8`` tensor of ``ceil(bits/8)`` bytes; S
 bytes with LogByte). The meter therefore charges exactly what active machines send; a machine that
@@ -35,6 +35,9 @@ is not active sends nothing and keeps its parameters frozen (on DistComm its ran
 broadcasts as a listener, since every rank of a gloo group must). A machine that joins before round
 t receives θ by one ``broadcast`` of the full parameters from ``membership.source(t)`` (8·d bytes in
 float64, charged to that peer and reported separately as the join cost).
+
+It is a round method (:mod:`commlab.distributed.method`): ``round(loss)`` runs one round, calling
+the loss oracle for every sample of every local active machine.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from commlab.comm.membership import Membership
 from commlab.compress.base import Compressor
 from commlab.compress.payload import Payload
 from commlab.compress.quantize import LogByte
+from commlab.distributed.method import Method, SyncEvent
 from commlab.seeding import SeedTree
 
 NORMALIZE = ("sqrt", "mean")
@@ -113,42 +117,16 @@ class LogEntry:
     p_hat: torch.Tensor  # [K, S] float64, rows in `active` order
 
 
-@dataclass(frozen=True)
-class SPSARound:
-    """What happened in one round.
-
-    Attributes:
-        step: the round t.
-        active: machines that took part, ascending.
-        joined: machines that copied θ before this round.
-        p: ``[L, S]`` float64 projected gradients computed by the local machines (NaN for inactive ones).
-        p_hat: ``[K, S]`` float64 decoded scalars every machine applied, rows in ``active`` order.
-        bytes_sent: ``[L]`` bytes each local machine sent for its scalars this round.
-        join_bytes: ``[L]`` bytes each local machine sent to hand θ to joiners this round.
-    """
-
-    step: int
-    active: tuple[int, ...]
-    joined: tuple[int, ...]
-    p: torch.Tensor
-    p_hat: torch.Tensor
-    bytes_sent: torch.Tensor
-    join_bytes: torch.Tensor
-
-
 LossFn = Callable[[torch.Tensor, int, int], torch.Tensor]
 
 
-class SharedSeedSPSA:
+class SharedSeedSPSA(Method):
     """Seeded SPSA with shared randomness over a communicator (one byte per projected gradient).
 
     Args:
         comm: the communicator; machine m is its worker m.
-        theta: ``[d]`` initial parameters (floating, finite), the same on every machine.
-        loss: ``loss(params, machine, step) -> [S, 2]``: ``params`` is ``[S, 2, d]`` with
-            ``params[s, 0] = θ + εz_s`` and ``params[s, 1] = θ − εz_s``; both rows of sample s are
-            evaluated on the same minibatch, which the function draws from ``machine``'s own data for
-            ``(step, s)`` (seeded, so a restored run draws the same batches).
+        params: ``[L, d]`` floating, finite parameters of the local machines (row l is worker
+            ``comm.ranks[l]``), all rows the same, changed in place.
         lr: learning rate, > 0.
         eps: perturbation size ε, > 0.
         samples: S, scalars per machine per round, >= 1.
@@ -160,24 +138,22 @@ class SharedSeedSPSA:
         membership: the churn schedule; default every worker of ``comm`` in every round.
         normalize: ``"sqrt"`` (lr/√n per scalar) or ``"mean"`` (lr/n).
 
+    The oracle of :meth:`round` is ``loss(params, machine, step) -> [S, 2]``: ``params`` is ``[S, 2, d]``
+    with ``params[s, 0] = θ + εz_s`` and ``params[s, 1] = θ − εz_s``; both rows of sample s are
+    evaluated on the same minibatch, which the function draws from ``machine``'s own data for
+    ``(step, s)`` (seeded, so a restored run draws the same batches).
+
     Attributes:
-        theta: ``[L, d]`` the local machines' replicas (row l is worker ``comm.ranks[l]``).
-        step_count: rounds done.
+        steps: rounds done.
         log: one :class:`LogEntry` per round done (for :func:`replay`).
     """
 
-    def __init__(self, comm: Communicator, theta: torch.Tensor, loss: LossFn, *, lr: float = 0.1,
-                 eps: float = 1e-3, samples: int = 8, scalars: Compressor | None = None, seed: int = 0,
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, lr: float = 0.1, eps: float = 1e-3,
+                 samples: int = 8, scalars: Compressor | None = None, seed: int = 0,
                  membership: Membership | None = None, normalize: str = "sqrt"):
-        if not isinstance(comm, Communicator):
-            raise TypeError(f"comm must be a commlab Communicator, got {type(comm).__name__}")
-        if not isinstance(theta, torch.Tensor) or not theta.is_floating_point() or theta.dim() != 1:
-            raise ValueError(f"theta must be a 1-D floating tensor [d], got {_describe(theta)}")
-        if theta.numel() == 0 or not torch.isfinite(theta).all():
-            raise ValueError("theta must be non-empty and finite")
-        if not callable(loss):
-            raise TypeError(f"loss must be callable as loss(params [S, 2, d], machine, step), "
-                            f"got {type(loss).__name__}")
+        super().__init__(comm, params)
+        if params.numel() == 0:
+            raise ValueError("params must be non-empty")
         scalars = LogByte() if scalars is None else scalars
         if not isinstance(scalars, Compressor):
             raise TypeError(f"scalars must be a commlab Compressor, got {type(scalars).__name__}")
@@ -187,95 +163,88 @@ class SharedSeedSPSA:
         if max(membership.machines()) >= comm.world_size:
             raise ValueError(f"membership names machine {max(membership.machines())} but the communicator has "
                              f"only workers 0..{comm.world_size - 1}")
-        self.comm, self.loss = comm, loss
         self.lr = check_positive("lr", lr)
         self.eps = check_positive("eps", eps)
         self.samples = check_int("samples", samples, low=1)
         self.seed = check_seed(seed)
         self.normalize = check_choice("normalize", normalize, NORMALIZE)
         self.scalars, self.membership = scalars, membership
-        self.theta = theta.detach().clone().expand(comm.local_workers, -1).contiguous()
-        self.step_count = 0
         self.log: list[LogEntry] = []
         self._machines = comm.ranks.tolist()
         template = scalars.compress(torch.zeros(self.samples), self._scalar_generator(0, 0))
         self._header, self._nbytes = template.header, len(template.to_bytes())
 
-    @property
-    def d(self) -> int:
-        return self.theta.shape[1]
+    def round(self, loss: LossFn) -> list[SyncEvent]:
+        """One round: joins, local projected gradients from ``loss``, the scalar exchange, the update.
 
-    def step(self) -> SPSARound:
-        """One round: joins, local projected gradients, the scalar exchange, the update."""
-        t, comm, S = self.step_count, self.comm, self.samples
+        Returns the round's events: a ``"join"`` event when machines joined (θ handed to them), then the
+        ``"sync"`` event, whose ``info`` holds ``active`` (machines that took part, ascending),
+        ``joined``, ``p`` (``[L, S]`` float64 projected gradients of the local machines, NaN for
+        inactive ones), ``p_hat`` (``[K, S]`` float64 decoded scalars every machine applied, rows in
+        ``active`` order), ``bytes_sent`` (``[L]`` bytes of scalars each local machine sent) and
+        ``join_bytes`` (``[L]`` bytes each local machine sent to hand θ to joiners).
+        """
+        if not callable(loss):
+            raise TypeError(f"loss must be callable as loss(params [S, 2, d], machine, step), "
+                            f"got {type(loss).__name__}")
+        t, comm, S = self.steps, self.comm, self.samples
+        before = len(self.events)
         active = self.membership.active(t)
         joined = self.membership.joining(t)
-        join_bytes = self._metered(lambda: self._hand_over(t, joined) if joined else None)
+        join_bytes = torch.zeros(comm.local_workers, dtype=torch.float64)
+        if joined:
+            join_bytes = self._metered(lambda: self._logged("join", lambda: self._hand_over(t, joined),
+                                                            info={"joined": joined}))
         rows = [row for row, m in enumerate(self._machines) if m in active]
         p = torch.full((comm.local_workers, S), math.nan, dtype=torch.float64)
         cache = {}
         for row in rows:
-            p[row] = self._projected_gradients(row, t, cache)
+            p[row] = self._projected_gradients(loss, row, t, cache)
         decoded = []
-        sent = self._metered(lambda: decoded.extend(self._exchange(t, m, p) for m in active))
+        sent = self._metered(lambda: self._logged("sync", lambda: decoded.extend(self._exchange(t, m, p)
+                                                                                for m in active)))
         p_hat = torch.stack(decoded)
         if rows:
-            target = self.theta if len(rows) == comm.local_workers else self.theta[rows]
+            target = self.params if len(rows) == comm.local_workers else self.params[rows]
             apply_round(target, t, active, p_hat, seed=self.seed, lr=self.lr, normalize=self.normalize, cache=cache)
-            if target is not self.theta:
-                self.theta[rows] = target
+            if target is not self.params:
+                self.params[rows] = target
         self.log.append(LogEntry(t, active, p_hat))
-        self.step_count += 1
-        return SPSARound(t, active, joined, p, p_hat, sent, join_bytes)
-
-    def run(self, rounds: int, callback: Callable[[SPSARound], None] | None = None) -> list[SPSARound]:
-        """``rounds`` calls of :meth:`step`; ``callback(record)`` after each."""
-        records = []
-        for _ in range(check_int("rounds", rounds, low=0)):
-            records.append(self.step())
-            if callback is not None:
-                callback(records[-1])
-        return records
+        self.events[-1].info.update(active=active, joined=joined, p=p, p_hat=p_hat, bytes_sent=sent,
+                                    join_bytes=join_bytes)
+        self.steps += 1
+        return self.events[before:]
 
     def hashes(self) -> dict[int, str]:
         """:func:`state_hash` of the replica of each local machine active in the last round done (or round 0)."""
-        active = self.membership.active(max(self.step_count - 1, 0))
-        return {m: state_hash(self.theta[row]) for row, m in enumerate(self._machines) if m in active}
+        active = self.membership.active(max(self.steps - 1, 0))
+        return {m: state_hash(self.params[row]) for row, m in enumerate(self._machines) if m in active}
 
     def max_gap(self) -> float:
         """max |θ_a − θ_b| over the local replicas of the machines active in the last round done."""
-        active = self.membership.active(max(self.step_count - 1, 0))
+        active = self.membership.active(max(self.steps - 1, 0))
         rows = [row for row, m in enumerate(self._machines) if m in active]
         if not rows:
             return 0.0
-        replicas = self.theta[rows]
+        replicas = self.params[rows]
         return float((replicas - replicas[0]).abs().max())
 
-    def state_dict(self) -> dict:
-        """Everything a restored run needs to continue bit for bit (copies)."""
-        return {"step": self.step_count, "theta": self.theta.clone(),
-                "log": [(e.step, e.active, e.p_hat.clone()) for e in self.log]}
+    def _state(self) -> dict:
+        return {"log": [(e.step, e.active, e.p_hat.clone()) for e in self.log]}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`'s output (same communicator layout and settings)."""
-        theta = state["theta"]
-        if not isinstance(theta, torch.Tensor) or theta.shape != self.theta.shape or theta.dtype != self.theta.dtype:
-            raise ValueError(f"state theta must be a {self.theta.dtype} tensor of shape {tuple(self.theta.shape)}, "
-                             f"got {_describe(theta)}")
-        self.step_count = check_int("step", state["step"], low=0)
-        self.theta = theta.clone()
+    def _load(self, state: dict) -> None:
         self.log = [LogEntry(step, tuple(active), p_hat.clone()) for step, active, p_hat in state["log"]]
 
     # -- the pieces of a round -------------------------------------------------------------------
 
-    def _projected_gradients(self, row: int, t: int, cache: dict) -> torch.Tensor:
+    def _projected_gradients(self, loss: LossFn, row: int, t: int, cache: dict) -> torch.Tensor:
         """p_{t,m,s} for s < S on local row ``row`` (machine m); fills ``cache`` with the z's."""
         m, S = self._machines[row], self.samples
-        Z = torch.stack([perturbation(self.seed, t, m, s, self.d, self.theta.dtype) for s in range(S)])
+        Z = torch.stack([perturbation(self.seed, t, m, s, self.d, self.params.dtype) for s in range(S)])
         cache.update({(m, s): Z[s] for s in range(S)})
         step = Z * self.eps
-        params = torch.stack([self.theta[row] + step, self.theta[row] - step], dim=1)
-        losses = self.loss(params, m, t)
+        params = torch.stack([self.params[row] + step, self.params[row] - step], dim=1)
+        losses = loss(params, m, t)
         if not isinstance(losses, torch.Tensor) or tuple(losses.shape) != (S, 2):
             raise ValueError(f"loss must return a tensor of shape [{S}, 2] (samples, +/-), got {_describe(losses)} "
                              f"for machine {m} at round {t}")
@@ -302,10 +271,10 @@ class SharedSeedSPSA:
     def _hand_over(self, t: int, joined: tuple[int, ...]) -> None:
         """Joiners copy θ from the round's source peer (one broadcast of the full parameters)."""
         source = self.membership.source(t)
-        theta = self.comm.broadcast(self.theta.to(self.comm.device), src=source).wait().cpu()
+        theta = self.comm.broadcast(self.params.detach().to(self.comm.device), src=source).wait().cpu()
         for row, m in enumerate(self._machines):
             if m in joined:
-                self.theta[row] = theta[row]
+                self.params[row] = theta[row]
 
     def _metered(self, action) -> torch.Tensor:
         before = self.comm.meter.bytes_sent.clone()

@@ -32,16 +32,16 @@ def run_rounds(method, a, h, rounds: int):
     grad_fn = noisy_gradients(a, h)
     xs, records = [method.x.clone()], []
     for _ in range(rounds):
-        records.append(method.round(grad_fn))
+        records.extend(method.round(grad_fn))
         xs.append(method.x.clone())
     return torch.stack(xs), records
 
 
 def fl_rank(rank, world_size, make, n_clients, d, rounds):
-    """``make(comm, x0)`` builds the method on a deterministic DistComm; runs ``rounds`` rounds and
+    """``make(comm, params)`` builds the method on a deterministic DistComm; runs ``rounds`` rounds and
     returns the iterates, the records, this rank's client buffers with their client ids, and the meter."""
     comm = DistComm(deterministic=True)
     a, h = quadratic(n_clients, d)
-    method = make(comm, torch.zeros(d, dtype=torch.float64))
+    method = make(comm, torch.zeros(comm.local_workers, d, dtype=torch.float64))
     xs, records = run_rounds(method, a, h, rounds)
     return xs, records, method.hosted, method.buffers, method.c, float(comm.meter.bytes_sent[0])

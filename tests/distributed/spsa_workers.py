@@ -33,13 +33,14 @@ def churn_schedule(world_size: int) -> Membership:
 
 def run_spsa(comm: Communicator, steps: int, scalars=None) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """``steps`` rounds on ``comm``; returns θ [L, D], the meter's bytes [L] and each round's hashes."""
-    algo = SharedSeedSPSA(comm, torch.linspace(-1, 1, D, dtype=torch.float64), least_squares_loss, lr=0.05,
-                          samples=3, seed=11, membership=churn_schedule(comm.world_size), scalars=scalars)
+    params = torch.linspace(-1, 1, D, dtype=torch.float64).repeat(comm.local_workers, 1)
+    algo = SharedSeedSPSA(comm, params, lr=0.05, samples=3, seed=11, membership=churn_schedule(comm.world_size),
+                          scalars=scalars)
     hashes = []
     for _ in range(steps):
-        algo.step()
+        algo.round(least_squares_loss)
         hashes.append(algo.hashes())
-    return algo.theta.clone(), algo.comm.meter.bytes_sent.clone(), hashes
+    return algo.params.clone(), algo.comm.meter.bytes_sent.clone(), hashes
 
 
 def spsa_rank(rank, world_size, steps):

@@ -2,6 +2,7 @@
 and on gloo ranks, churn, checkpoints, the byte count, and the LogByte quantiser."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -25,7 +26,13 @@ def _quadratic(params, machine, step):
 def _algo(comm, **kwargs):
     settings = dict(lr=0.05, samples=3, seed=11)
     settings.update(kwargs)
-    return SharedSeedSPSA(comm, torch.linspace(-1, 1, D, dtype=torch.float64), least_squares_loss, **settings)
+    return SharedSeedSPSA(comm, torch.linspace(-1, 1, D, dtype=torch.float64).repeat(comm.local_workers, 1),
+                          **settings)
+
+
+def rnd(algo, loss=least_squares_loss) -> SimpleNamespace:
+    """One round; what its sync event reports (p, p_hat, bytes_sent, join_bytes, active, joined)."""
+    return SimpleNamespace(**algo.round(loss)[-1].info)
 
 
 # -- the algorithm ---------------------------------------------------------------------------------
@@ -35,9 +42,9 @@ def _algo(comm, **kwargs):
 def test_one_round_matches_a_hand_computation(normalize):
     theta0 = torch.tensor([0.5, -0.25, 1.0], dtype=torch.float64)
     lr, eps, S = 0.1, 1e-3, 2
-    algo = SharedSeedSPSA(SimComm(2), theta0, _quadratic, lr=lr, eps=eps, samples=S, scalars=Identity(), seed=5,
+    algo = SharedSeedSPSA(SimComm(2), theta0.repeat(2, 1), lr=lr, eps=eps, samples=S, scalars=Identity(), seed=5,
                           normalize=normalize)
-    record = algo.step()
+    record = rnd(algo, _quadratic)
     expected = theta0.clone()
     n = 2 * S
     for m in (0, 1):
@@ -50,21 +57,21 @@ def test_one_round_matches_a_hand_computation(normalize):
             p_hat = float(torch.tensor(record.p[m, s].item(), dtype=torch.float32))  # fp32 on the wire
             assert record.p_hat[m, s].item() == p_hat
             expected -= lr * p_hat / (math.sqrt(n) if normalize == "sqrt" else n) * z
-    torch.testing.assert_close(algo.theta, expected.expand(2, 3), rtol=0, atol=1e-15)
-    assert torch.equal(algo.theta[0], algo.theta[1])
+    torch.testing.assert_close(algo.params, expected.expand(2, 3), rtol=0, atol=1e-15)
+    assert torch.equal(algo.params[0], algo.params[1])
 
 
 def test_logbyte_scalars_are_the_decoded_bytes_and_cost_one_byte_each():
     comm = SimComm(3)
     algo = _algo(comm, scalars=LogByte())
     for _ in range(4):
-        record = algo.step()
+        record = rnd(algo)
         codes = LogByte().encode(record.p.to(torch.float32))
         assert torch.equal(record.p_hat, LogByte().decode(codes).float().double())  # decoded as float32
         assert torch.equal(record.bytes_sent, torch.full((3,), 3.0))  # S = 3 scalars, one byte each
     assert comm.meter.summary()["calls"] == {"broadcast": 12}  # one broadcast per machine per round
     fp32 = SimComm(3)
-    _algo(fp32, scalars=Identity()).step()
+    rnd(_algo(fp32, scalars=Identity()))
     assert torch.equal(fp32.meter.bytes_sent, torch.full((3,), 12.0))
 
 
@@ -77,53 +84,53 @@ def test_perturbations_depend_on_every_key_and_nothing_else():
 
 def test_replicas_stay_bit_identical_and_the_log_replays_them():
     algo = _algo(SimComm(4), lr=0.2)
-    start = algo.theta[0].clone()
+    start = algo.params[0].clone()
     for _ in range(10):
-        algo.step()
+        rnd(algo)
         assert len(set(algo.hashes().values())) == 1 and algo.max_gap() == 0.0
-    assert not torch.equal(algo.theta[0], start)
-    assert torch.equal(replay(start, algo.log, seed=11, lr=0.2), algo.theta[0])
-    assert not torch.equal(replay(start, algo.log, seed=12, lr=0.2), algo.theta[0])
+    assert not torch.equal(algo.params[0], start)
+    assert torch.equal(replay(start, algo.log, seed=11, lr=0.2), algo.params[0])
+    assert not torch.equal(replay(start, algo.log, seed=12, lr=0.2), algo.params[0])
 
 
 def test_churn_keeps_replicas_identical_and_charges_only_active_machines():
     comm = SimComm(6)
     members = Membership([0, 1, 2, 3]).leave(3, at=3).join(5, at=5)
     algo = _algo(comm, membership=members)
-    start = algo.theta[0].clone()
+    start = algo.params[0].clone()
     records = []
     for step in range(8):
-        records.append(algo.step())
+        records.append(rnd(algo))
         hashes = algo.hashes()
         assert set(hashes) == set(members.active(step)) and len(set(hashes.values())) == 1
         if step == 2:
-            left_with = algo.theta[3].clone()  # machine 3's last round
+            left_with = algo.params[3].clone()  # machine 3's last round
     for record in records:
         assert record.bytes_sent[list(record.active)].eq(3).all()
         assert record.bytes_sent[[m for m in range(6) if m not in record.active]].eq(0).all()
     assert records[3].active == (0, 1, 2) and records[5].joined == (5,) and records[5].active == (0, 1, 2, 5)
     # the join is one broadcast of θ (7 float64) from the lowest active machine
     assert records[5].join_bytes.tolist() == [8.0 * D, 0, 0, 0, 0, 0]
-    assert not torch.equal(algo.theta[3], algo.theta[0])
-    assert torch.equal(algo.theta[3], left_with)  # the machine that left keeps the θ it left with
-    assert torch.equal(algo.theta[4], start)  # machine 4 never took part
-    assert torch.equal(algo.theta[5], algo.theta[0])
-    assert torch.equal(replay(start, algo.log, seed=11, lr=0.05), algo.theta[5])
+    assert not torch.equal(algo.params[3], algo.params[0])
+    assert torch.equal(algo.params[3], left_with)  # the machine that left keeps the θ it left with
+    assert torch.equal(algo.params[4], start)  # machine 4 never took part
+    assert torch.equal(algo.params[5], algo.params[0])
+    assert torch.equal(replay(start, algo.log, seed=11, lr=0.05), algo.params[5])
 
 
 def test_a_restored_state_continues_bit_for_bit():
     members = churn_schedule(3)
     algo = _algo(SimComm(3), membership=members)
     for _ in range(3):
-        algo.step()
+        rnd(algo)
     state = algo.state_dict()
-    rest = [algo.step().p_hat for _ in range(3)]
+    rest = [rnd(algo).p_hat for _ in range(3)]
     resumed = _algo(SimComm(3), membership=churn_schedule(3))
     resumed.load_state_dict(state)
     for expected in rest:
-        assert torch.equal(resumed.step().p_hat, expected)
-    assert torch.equal(resumed.theta, algo.theta) and resumed.step_count == 6
-    with pytest.raises(ValueError, match="theta"):
+        assert torch.equal(rnd(resumed).p_hat, expected)
+    assert torch.equal(resumed.params, algo.params) and resumed.steps == 6
+    with pytest.raises(ValueError, match="params have shape"):
         _algo(SimComm(2)).load_state_dict(state)
 
 
@@ -155,22 +162,20 @@ def test_bad_settings_are_rejected_by_name(kwargs, match):
 
 
 def test_bad_inputs_are_rejected_clearly():
-    with pytest.raises(ValueError, match="theta"):
-        SharedSeedSPSA(SimComm(2), torch.zeros(2, 3), _quadratic)
-    with pytest.raises(ValueError, match="finite"):
-        SharedSeedSPSA(SimComm(2), torch.tensor([1.0, math.inf]), _quadratic)
+    with pytest.raises(ValueError, match=r"shape \[L, d\] with L = 2"):
+        SharedSeedSPSA(SimComm(2), torch.zeros(3))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        SharedSeedSPSA(SimComm(2), torch.tensor([[1.0, math.inf]] * 2))
     with pytest.raises(TypeError, match="loss"):
-        SharedSeedSPSA(SimComm(2), torch.zeros(3), "not a function")
+        SharedSeedSPSA(SimComm(2), torch.zeros(2, 3)).round("not a function")
     with pytest.raises(TypeError, match="scalars"):
-        SharedSeedSPSA(SimComm(2), torch.zeros(3), _quadratic, scalars="logbyte")
+        SharedSeedSPSA(SimComm(2), torch.zeros(2, 3), scalars="logbyte")
     with pytest.raises(TypeError, match="comm"):
-        SharedSeedSPSA(None, torch.zeros(3), _quadratic)
-    wrong_shape = SharedSeedSPSA(SimComm(2), torch.zeros(3), lambda p, m, t: p.sum(dim=-1).flatten())
+        SharedSeedSPSA(None, torch.zeros(2, 3))
     with pytest.raises(ValueError, match=r"shape \[8, 2\]"):
-        wrong_shape.step()
-    nan = SharedSeedSPSA(SimComm(2), torch.zeros(3), lambda p, m, t: p.sum(dim=-1) * math.nan)
+        SharedSeedSPSA(SimComm(2), torch.zeros(2, 3)).round(lambda p, m, t: p.sum(dim=-1).flatten())
     with pytest.raises(ValueError, match="NaN"):
-        nan.step()
+        SharedSeedSPSA(SimComm(2), torch.zeros(2, 3)).round(lambda p, m, t: p.sum(dim=-1) * math.nan)
 
 
 # -- membership ------------------------------------------------------------------------------------

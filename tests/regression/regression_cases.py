@@ -117,12 +117,12 @@ def spsa_case(churn: bool):
             residual = torch.einsum("md,skd->skm", A[machine].double(), params) - b[machine].double()
             return 0.5 * (residual ** 2).mean(dim=-1)
 
-        method = SharedSeedSPSA(comm, torch.linspace(-1, 1, D, dtype=torch.float64), loss, lr=0.05, eps=1e-3,
-                                samples=4, seed=2, membership=membership)
-        iterates = [method.theta.clone()]
+        params = torch.linspace(-1, 1, D, dtype=torch.float64).repeat(N, 1)
+        method = SharedSeedSPSA(comm, params, lr=0.05, eps=1e-3, samples=4, seed=2, membership=membership)
+        iterates = [params.clone()]
         for _ in range(STEPS):
-            method.step()
-            iterates.append(method.theta.clone())
+            method.round(loss)
+            iterates.append(params.clone())
         return trace_of(comm, iterates)
     return run
 
@@ -130,17 +130,19 @@ def spsa_case(churn: bool):
 def fl_case(cls, **hyper):
     def run():
         comm = SimComm(N, link=LINK)
-        method = cls(comm, torch.linspace(-1, 1, D), n_clients=6, local_steps=3, local_lr=0.05, seed=4, **hyper)
+        params = torch.linspace(-1, 1, D).repeat(N, 1)
+        method = cls(comm, params, n_clients=6, local_steps=3, local_lr=0.05, seed=4, **hyper)
         A, b = problem(6)
 
         def grad_fn(y, clients, t, k):
             residual = torch.einsum("lmd,ld->lm", A[clients], y) - b[clients]
             return torch.einsum("lmd,lm->ld", A[clients], residual) / A.shape[1]
 
-        iterates = [method.x.clone()]
+        iterates = [params[0].clone()]
         for _ in range(6):
             method.round(grad_fn)
-            iterates.append(method.x.clone())
+            assert torch.equal(params, method.x.expand_as(params))
+            iterates.append(params[0].clone())
         return trace_of(comm, iterates)
     return run
 
