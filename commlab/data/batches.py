@@ -6,6 +6,7 @@ Two ways to draw a minibatch, each written once:
   ``(seed, step, worker)``: any process computes any worker's batch at any step without replaying
   the ones before, so simulated workers and real ranks (and a run resumed from a checkpoint) see
   the same batches.
+  :func:`stacked_batch_indices` stacks them for the rows of a replica tensor ``[L, d]``.
 * :class:`EpochBatches` — reshuffled epochs *without* replacement from one ``torch.Generator``:
   a permutation of ``[0, n)`` is consumed ``batch_size`` at a time, and a new permutation is drawn
   when the rest of the current one is shorter than a batch (that rest is skipped).
@@ -29,6 +30,14 @@ def batch_indices(shard, step: int, batch_size: int, *, seed: int, worker: int) 
     shard = torch.as_tensor(np.asarray(shard), dtype=torch.int64)
     draw = torch.randint(len(shard), (batch_size,), generator=SeedTree(seed).torch("batch", step, worker))
     return shard[draw]
+
+
+def stacked_batch_indices(shards, step: int, batch_size: int, *, seed: int, workers=None) -> torch.Tensor:
+    """``[L, batch_size]`` int64: row l is :func:`batch_indices` of worker ``workers[l]`` (default: every
+    worker ``0 … len(shards) − 1``) at ``step`` — the minibatches of stacked replicas, the same as the
+    ranks of a real run draw."""
+    workers = range(len(shards)) if workers is None else [int(w) for w in workers]
+    return torch.stack([batch_indices(shards[w], step, batch_size, seed=seed, worker=w) for w in workers])
 
 
 class EpochBatches:

@@ -17,3 +17,7 @@ them by name.
 * :mod:`~commlab.distributed.outer` — DiLoCo, Streaming DiLoCo, NoLoCo, CO2, local SGD;
 * :mod:`~commlab.distributed.gossip` — decentralised SGD: topologies, schedules, a single final merge.
 """
+
+from commlab.distributed.registry import METHODS, make_method
+
+__all__ = ["METHODS", "make_method"]

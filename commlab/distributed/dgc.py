@@ -40,7 +40,7 @@ from commlab._checks import check_int, check_nonnegative, check_positive, check_
 from commlab.comm import Communicator
 from commlab.compress.sparsify import SampledTopK
 from commlab.distributed.compressed import gather_varying
-from commlab.distributed.method import Method, Schedule, SyncEvent, check_schedule, schedule_at
+from commlab.distributed.method import Method, StepSchedule, SyncEvent, check_schedule, schedule_at
 from commlab.seeding import SeedTree
 
 COUNT_BITS = 32  # the number of values each worker sends this step, part of its message
@@ -113,9 +113,9 @@ class DGC(Method):
             so a worker draws the same sample on any backend.
     """
 
-    def __init__(self, comm: Communicator, params: torch.Tensor, *, lr: Schedule, momentum: float = 0.9,
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, lr: StepSchedule, momentum: float = 0.9,
                  weight_decay: float = 0.0, nesterov: bool = False,
-                 density: Schedule = 0.001, accumulate: bool = True,
+                 density: StepSchedule = 0.001, accumulate: bool = True,
                  momentum_correction: bool = True, masking: bool = True, clip_norm: float | None = None,
                  sample_ratio: float = 0.01, lower: float = 0.8, shrink: float = 0.8, adapt_steps: int = 10,
                  seed: int = 0):

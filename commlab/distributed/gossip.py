@@ -25,8 +25,9 @@ inside [point, point + width), r_start elsewhere), and the "single merge at the 
 training are a complete graph). The **budget** of a schedule is what the paper equalises when it
 compares schedules: Σ_rounds Σ_nodes (peers node i receives from) × model bytes.
 
-:func:`decentralized_sgd` runs R rounds on a communicator: the caller passes the replica tensor and
-a function returning per-replica losses and gradients, so any model fits. ``comm.meter`` counts the
+:class:`DecentralizedSGD` is the method (one shape with the others, :mod:`commlab.distributed.method`):
+``step(grads)`` takes one local SGD step on every node and gossips after every ``sync_every`` of
+them, so any model and training loop fits. ``comm.meter`` counts the
 bytes each node sends (one message per peer per round) and the peak bytes of one synchronisation;
 ``comm.clock`` adds the link's α–β time of every gossip round to the simulated compute time.
 
@@ -37,13 +38,13 @@ Server-based Learning Performance in Decentralized Learning", arXiv:2507.06542 (
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from commlab._checks import check_choice, check_int, check_nonnegative, check_positive, check_real_in
 from commlab.comm import Communicator
+from commlab.distributed.method import Method, StepSchedule, SyncEvent, check_schedule, schedule_at
 from commlab.seeding import SeedTree
 
 # -- mixing matrices ----------------------------------------------------------------------------------
@@ -218,8 +219,6 @@ def budget(schedule: Schedule, world_size: int, rounds: int, model_bytes: float)
 
 # -- decentralised SGD --------------------------------------------------------------------------------
 
-GradFn = Callable[[torch.Tensor, int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
 
 def consensus_distance(x: torch.Tensor) -> float:
     """(1/N) Σ_i ‖x_i − x̄‖² of all N nodes' parameters ``x`` ``[N, d]`` (the paper's consensus error)."""
@@ -229,136 +228,100 @@ def consensus_distance(x: torch.Tensor) -> float:
     return float(((x - x.mean(dim=0)) ** 2).sum(dim=1).mean())
 
 
-@dataclass
-class GossipRun:
-    """What :func:`decentralized_sgd` returns.
+class DecentralizedSGD(Method):
+    """Decentralised SGD: ``sync_every`` local SGD steps per node, then one gossip round.
 
-    Attributes:
-        x: ``[L, d]`` the local nodes' final parameters (a new tensor).
-        r: the expected peers per node of each round (``None`` with a fixed topology).
-        records: one dict per evaluation (round 0 = before training, then every ``eval_every``
-            rounds and the last): ``round``, ``step`` (local steps so far), ``bytes_per_node``
-            (mean bytes a local node has sent), ``peak_bytes`` (most bytes one node sent in one
-            synchronisation so far), ``syncs``, ``clock`` (simulated seconds), ``loss`` (mean local
-            training loss at the round's last step) and, where the communicator hosts every node,
-            ``consensus`` and whatever ``evaluate`` returned. Meter and clock include round k's
-            gossip; ``consensus`` and ``evaluate`` see the local models as round k trained them,
-            *before* its gossip, so the mean of those models is exactly what a global merge
-            (a complete round) at round k would give every node.
-    """
-
-    x: torch.Tensor
-    r: list[float] | None
-    records: list[dict] = field(default_factory=list)
-
-
-def decentralized_sgd(comm: Communicator, x: torch.Tensor, grad_fn: GradFn, *, rounds: int, local_steps: int,
-                      lr: float, schedule: Schedule | None = None, topology: torch.Tensor | None = None,
-                      seed: int = 0, complete_as: str = "gossip", weight_decay: float = 0.0,
-                      step_seconds: float = 0.0, evaluate: Callable[[torch.Tensor], dict] | None = None,
-                      eval_every: int = 1) -> GossipRun:
-    """Decentralised SGD: ``local_steps`` SGD steps per node, then one gossip round, ``rounds`` times.
-
-    Round k = 1, …, R: every local node takes ``local_steps`` steps x ← x − lr·(g + weight_decay·x)
-    with ``(loss, g) = grad_fn(x, step, comm.ranks)`` (``step`` counts local steps from 0; ``ranks``
-    are the global node indices of the rows, so the caller can draw each node's own batch), then
-    mixes x ← W x with ``comm.mix``. W is the fixed ``topology`` if given, else
-    :func:`random_r_regular` with r = ``schedule(k / R)``, its peers drawn from
-    ``SeedTree(seed).torch("gossip", k)`` (the same on every rank). A round with r = 0 sends nothing.
+    Step t (0-based) on every local node: x ← x − lr_t·(g + weight_decay·x). After steps
+    k·``sync_every`` (round k = 1, 2, …) the nodes mix x ← W x with ``comm.mix``: W is the fixed
+    ``topology`` if given, else :func:`random_r_regular` with r = ``schedule(k / rounds)``, its peers
+    drawn from ``SeedTree(seed).torch("gossip", k)`` (the same on every rank). A round with r = 0 sends
+    nothing.
 
     Args:
         comm: the communicator (SimComm: L = N rows; DistComm: one row per rank).
-        x: ``[L, d]`` floating initial parameters of the local nodes (not modified).
-        grad_fn: ``(x [L, d], step, ranks [L]) -> (loss [L], grad [L, d])``.
-        rounds, local_steps: R >= 1 rounds of ``local_steps`` >= 1 steps.
-        lr: step size > 0.
+        params: ``[L, d]`` floating parameters of the local nodes, changed in place.
+        lr: step size > 0, or a schedule ``step -> lr``.
+        sync_every: local steps per round (>= 1).
         schedule, topology: exactly one: a :class:`Schedule` of random gossip, or a fixed ``[N, N]``
             row-stochastic mixing matrix (e.g. :func:`ring`).
+        rounds: R, the rounds of the run: the progress k/R at which the schedule is read (needed with a
+            schedule; the run may not go beyond R rounds).
         seed: root seed of the peer draws.
         complete_as: how a complete round (r = N − 1) goes over the wire: ``"gossip"`` (every node
             sends its model to the N − 1 others, as the paper counts it) or ``"all_reduce"`` (a
             ring all-reduce of the mean, the server-based baseline's collective).
         weight_decay: L2 coefficient (>= 0) added to the gradient.
         step_seconds: simulated compute seconds per local step, added to ``comm.clock``.
-        evaluate: ``(x_all [N, d]) -> dict`` of metrics (e.g. mean local and merged-model accuracy);
-            needs every node's parameters, so only on a communicator that hosts all N nodes.
-        eval_every: evaluate every this many rounds (and after the last).
 
-    Returns:
-        a :class:`GossipRun`.
+    Attributes:
+        premix: ``[L, d]`` the local models as the latest round trained them, *before* its gossip, so
+            their mean over all N nodes is exactly what a global merge (a complete round) at that
+            round would give every node (None before the first round).
+        r: the expected peers per node of each round (None with a fixed topology).
     """
-    if not isinstance(comm, Communicator):
-        raise TypeError(f"comm must be a commlab Communicator, got {type(comm).__name__}")
-    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] != comm.local_workers:
-        raise ValueError(f"x must be [L, d] with L = {comm.local_workers} local nodes, got "
-                         f"{tuple(getattr(x, 'shape', ()))}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must have a floating dtype, got {x.dtype}")
-    rounds = check_int("rounds", rounds, low=1)
-    local_steps = check_int("local_steps", local_steps, low=1)
-    lr = check_positive("lr", lr)
-    weight_decay = check_nonnegative("weight_decay", weight_decay)
-    step_seconds = check_nonnegative("step_seconds", step_seconds)
-    eval_every = check_int("eval_every", eval_every, low=1)
-    check_choice("complete_as", complete_as, ("gossip", "all_reduce"))
-    n = comm.world_size
-    if (schedule is None) == (topology is None):
-        raise ValueError("pass exactly one of schedule (random gossip) and topology (a fixed mixing matrix)")
-    if schedule is not None and not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a commlab.distributed.gossip.Schedule, got {type(schedule).__name__}")
-    r_rounds = None
-    if schedule is not None:
-        budget(schedule, n, rounds, 0.0)  # raises if some round asks for more than N - 1 peers
-        r_rounds = schedule.per_round(rounds)
-    else:
-        topology = _check_row_stochastic(topology, n)
-    if evaluate is not None and comm.local_workers != n:
-        raise ValueError("evaluate needs every node's parameters; use a communicator that hosts all nodes "
-                         f"(SimComm), this one hosts {comm.local_workers} of {n}")
-    seeds = SeedTree(seed)
-    x = x.detach().clone()
-    run = GossipRun(x=x, r=r_rounds)
-    last_loss = float("nan")
 
-    def record(k: int, trained: torch.Tensor) -> None:
-        meter = comm.meter
-        entry = {"round": k, "step": k * local_steps, "bytes_per_node": float(meter.bytes_sent.mean()),
-                 "peak_bytes": meter.peak_bytes, "syncs": meter.syncs, "clock": comm.clock, "loss": last_loss}
-        if comm.local_workers == n:
-            entry["consensus"] = consensus_distance(trained)
-        if evaluate is not None:
-            entry.update(evaluate(trained))
-        run.records.append(entry)
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, lr: StepSchedule, sync_every: int = 1,
+                 schedule: Schedule | None = None, topology: torch.Tensor | None = None, rounds: int | None = None,
+                 seed: int = 0, complete_as: str = "gossip", weight_decay: float = 0.0, step_seconds: float = 0.0):
+        super().__init__(comm, params, step_seconds=step_seconds)
+        self.lr = check_schedule("lr", lr)
+        self.sync_every = check_int("sync_every", sync_every, low=1)
+        self.weight_decay = check_nonnegative("weight_decay", weight_decay)
+        self.complete_as = check_choice("complete_as", complete_as, ("gossip", "all_reduce"))
+        n = comm.world_size
+        if (schedule is None) == (topology is None):
+            raise ValueError("pass exactly one of schedule (random gossip) and topology (a fixed mixing matrix)")
+        self.topology, self.r, self.rounds = None, None, None
+        if schedule is not None:
+            if not isinstance(schedule, Schedule):
+                raise TypeError(f"schedule must be a gossip Schedule, got {type(schedule).__name__}")
+            if rounds is None:
+                raise ValueError("a schedule is read at progress k / rounds: pass rounds, the run's number of rounds")
+            self.rounds = check_int("rounds", rounds, low=1)
+            budget(schedule, n, self.rounds, 0.0)  # raises if some round asks for more than N - 1 peers
+            self.r = schedule.per_round(self.rounds)
+        else:
+            self.topology = _check_row_stochastic(topology, n)
+        self.seeds = SeedTree(seed)
+        self.premix: torch.Tensor | None = None
 
-    record(0, x)
-    for k in range(1, rounds + 1):
-        for s in range(local_steps):
-            step = (k - 1) * local_steps + s
-            loss, grad = grad_fn(x, step, comm.ranks)
-            if grad.shape != x.shape:
-                raise ValueError(f"grad_fn returned a gradient of shape {tuple(grad.shape)}, expected {tuple(x.shape)}")
-            if weight_decay:
-                grad = grad + weight_decay * x
-            x = x - lr * grad.detach().to(x.dtype)
-            comm.advance(step_seconds)
-        last_loss = float(torch.as_tensor(loss).detach().double().mean())
-        trained = x
-        x = _gossip(comm, x, topology, None if r_rounds is None else r_rounds[k - 1], seeds, k, complete_as)
-        if k % eval_every == 0 or k == rounds:
-            record(k, trained)
-    run.x = x
-    return run
+    @torch.no_grad()
+    def step(self, grads: torch.Tensor) -> list[SyncEvent]:
+        """One local step on every node from ``grads`` ``[L, d]``; gossip when a round ends. Returns the
+        round's gossip event (empty list between rounds and for rounds with r = 0)."""
+        grads = self._check_grads(grads, finite=False)
+        if self.weight_decay:
+            grads = grads + self.weight_decay * self.params
+        self.params.sub_(schedule_at("lr", self.lr, self.steps) * grads)
+        self.comm.advance(self.step_seconds)
+        self.steps += 1
+        if self.steps % self.sync_every:
+            return []
+        k = self.steps // self.sync_every
+        if self.rounds is not None and k > self.rounds:
+            raise RuntimeError(f"the run was set up for rounds = {self.rounds}; round {k} has no schedule value")
+        self.premix = self.params.clone()
+        before = len(self.events)
+        self.params.copy_(self._gossip(k))
+        return self.events[before:]
 
+    def _gossip(self, k: int) -> torch.Tensor:
+        x, n = self.params, self.comm.world_size
+        if self.topology is not None:
+            return self._run("sync", self.comm.mix, x, self.topology).wait()
+        r = self.r[k - 1]
+        if r == 0:
+            return x
+        if r >= n - 1 and self.complete_as == "all_reduce":
+            return self._run("sync", self.comm.all_reduce, x, "mean", info={"r": r}).wait()
+        W = random_r_regular(n, r, generator=self.seeds.torch("gossip", k))
+        return self._run("sync", self.comm.mix, x, W, info={"r": r}).wait()
 
-def _gossip(comm, x, topology, r, seeds, k, complete_as):
-    n = comm.world_size
-    if topology is not None:
-        return comm.mix(x, topology).wait()
-    if r == 0:
-        return x
-    if r >= n - 1 and complete_as == "all_reduce":
-        return comm.all_reduce(x, "mean").wait().clone()
-    return comm.mix(x, random_r_regular(n, r, generator=seeds.torch("gossip", k))).wait()
+    def _state(self) -> dict:
+        return {"premix": None if self.premix is None else self.premix.clone()}
+
+    def _load(self, state: dict) -> None:
+        self.premix = None if state["premix"] is None else state["premix"].clone()
 
 
 def _check_row_stochastic(W, n: int) -> torch.Tensor:

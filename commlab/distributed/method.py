@@ -31,10 +31,10 @@ import torch
 from commlab._checks import check_int, check_nonnegative
 from commlab.comm import Communicator, Work
 
-Schedule = float | Callable[[int], float]
+StepSchedule = float | Callable[[int], float]
 
 
-def schedule_at(name: str, schedule: Schedule, step: int, *, low: float = 0.0, high: float = float("inf"),
+def schedule_at(name: str, schedule: StepSchedule, step: int, *, low: float = 0.0, high: float = float("inf"),
                 low_open: bool = True) -> float:
     """The value of ``schedule`` (a number, or a function of the 0-based ``step``) at ``step``, checked to
     lie in (low, high] (or [low, high] with ``low_open=False``)."""
@@ -48,7 +48,7 @@ def schedule_at(name: str, schedule: Schedule, step: int, *, low: float = 0.0, h
     return value
 
 
-def check_schedule(name: str, schedule: Schedule, **bounds) -> Schedule:
+def check_schedule(name: str, schedule: StepSchedule, **bounds) -> StepSchedule:
     """``schedule`` if it is callable, else the number checked as :func:`schedule_at` checks it."""
     if callable(schedule):
         return schedule
@@ -106,18 +106,18 @@ class Method:
         self.step_seconds = check_nonnegative("step_seconds", step_seconds)
         self.steps = 0
         self.events: list[SyncEvent] = []
+        self._syncs, self._peak = 0, 0.0  # running counts of the events (init excluded), for summary()
 
     # -- what every method offers ---------------------------------------------------------------
 
     def summary(self) -> dict:
         """``steps``, ``syncs`` (init excluded), ``bytes_per_worker`` (mean over local workers, init
         included), ``peak_bytes_per_sync`` (init excluded) and ``clock`` (s)."""
-        syncs = [e for e in self.events if e.kind != "init"]
         return {
             "steps": self.steps,
-            "syncs": len(syncs),
+            "syncs": self._syncs,
             "bytes_per_worker": float(self.comm.meter.bytes_sent.mean()),
-            "peak_bytes_per_sync": max((e.bytes for e in syncs), default=0.0),
+            "peak_bytes_per_sync": self._peak,
             "clock": self.comm.clock,
         }
 
@@ -141,7 +141,10 @@ class Method:
         with torch.no_grad():
             self.params.copy_(params)
         self.steps = check_int("steps", state["steps"], low=0)
-        self.events = [SyncEvent(**e) for e in state["events"]]
+        self.events = []
+        self._syncs, self._peak = 0, 0.0
+        for event in state["events"]:
+            self._append(SyncEvent(**event))
         self.comm.load_state_dict(state["comm"])
         self._load(state)
 
@@ -166,8 +169,8 @@ class Method:
         else:
             work = collective(*args, **kwargs)
         per_worker = self.comm.meter.bytes_sent - sent
-        self.events.append(SyncEvent(self.steps, kind, float(per_worker.max()), work.start_time if overlap else start,
-                                     work.finish_time, fragment, dict(info or {})))
+        self._append(SyncEvent(self.steps, kind, float(per_worker.max()), work.start_time if overlap else start,
+                               work.finish_time, fragment, dict(info or {})))
         return work
 
     def _logged(self, kind: str, action: Callable[[], object], info: dict | None = None):
@@ -176,9 +179,15 @@ class Method:
         start = self.comm.clock
         result = action()
         per_worker = self.comm.meter.bytes_sent - sent
-        self.events.append(SyncEvent(self.steps, kind, float(per_worker.max()), start, self.comm.clock, None,
-                                     dict(info or {})))
+        self._append(SyncEvent(self.steps, kind, float(per_worker.max()), start, self.comm.clock, None,
+                               dict(info or {})))
         return result
+
+    def _append(self, event: SyncEvent) -> None:
+        self.events.append(event)
+        if event.kind != "init":
+            self._syncs += 1
+            self._peak = max(self._peak, event.bytes)
 
     def _check_grads(self, grads: torch.Tensor, *, finite: bool = True) -> torch.Tensor:
         """``grads`` ``[L, d]`` as a detached tensor of the parameters' dtype; ``finite``: NaN or Inf is an

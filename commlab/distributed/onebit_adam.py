@@ -53,7 +53,7 @@ from commlab.comm import Communicator
 from commlab.compress.payload import Payload
 from commlab.compress.quantize import ScaledSign
 from commlab.distributed.compressed import gather_payloads
-from commlab.distributed.method import Method, Schedule, SyncEvent, check_schedule, schedule_at
+from commlab.distributed.method import Method, StepSchedule, SyncEvent, check_schedule, schedule_at
 
 SIGN = ScaledSign("l2")  # scale = ‖x‖₂/√n, the norm-preserving scaled sign of 1-bit Adam
 
@@ -148,7 +148,7 @@ class OneBitAdam(Method):
     DistComm each rank saves its own.
     """
 
-    def __init__(self, comm: Communicator, params: torch.Tensor, *, lr: Schedule = 1e-3,
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, lr: StepSchedule = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  freeze_step: int = 100, freeze_variance: bool = True):
         super().__init__(comm, params)

@@ -4,16 +4,16 @@ import math
 
 import pytest
 import torch
-from gossip_workers import gossip_rank, quadratic_dsgd, quadratic_problem
+from gossip_workers import dsgd, gossip_rank, quadratic_dsgd, quadratic_problem
 
 from commlab.comm import Link, SimComm
 from commlab.comm.launch import run_workers
 from commlab.distributed.gossip import (
+    DecentralizedSGD,
     Schedule,
     budget,
     complete,
     consensus_distance,
-    decentralized_sgd,
     exponential,
     random_r_regular,
     ring,
@@ -142,12 +142,12 @@ def test_single_merge_makes_the_last_round_complete_and_only_it():
         trained.append(x.clone())
         return {}
 
-    run = decentralized_sgd(comm, x0.expand(4, -1), grad_fn, rounds=10, local_steps=2, lr=0.1,
-                            schedule=Schedule.single_merge(4, r=0.0), evaluate=evaluate, eval_every=10)
-    assert torch.allclose(run.x, trained[-1].mean(0).expand(4, -1), atol=1e-12, rtol=0)
-    assert consensus_distance(run.x) < 1e-24 and consensus_distance(trained[-1]) > 1e-3
+    method, records = dsgd(comm, x0.expand(4, -1), grad_fn, rounds=10, local_steps=2, lr=0.1,
+                           schedule=Schedule.single_merge(4, r=0.0), evaluate=evaluate, eval_every=10)
+    assert torch.allclose(method.params, trained[-1].mean(0).expand(4, -1), atol=1e-12, rtol=0)
+    assert consensus_distance(method.params) < 1e-24 and consensus_distance(trained[-1]) > 1e-3
     assert comm.meter.syncs == 1 and comm.meter.peak_bytes == 3 * 5 * 8  # one round, 3 peers, 5 float64
-    assert run.records[-1]["bytes_per_node"] == 3 * 5 * 8
+    assert records[-1]["bytes_per_worker"] == 3 * 5 * 8 == records[-1]["peak_bytes_per_sync"]
 
 
 # -- decentralised SGD ----------------------------------------------------------------------------------
@@ -166,15 +166,16 @@ def test_one_round_matches_a_hand_computation():
         return 0.5 * (x - c[ranks]).square().sum(1), x - c[ranks]
 
     comm = SimComm(n, link=Link(bandwidth=8e6, latency=1e-3))
-    run = decentralized_sgd(comm, x0, grad_fn, rounds=1, local_steps=2, lr=lr, topology=W, step_seconds=0.5)
+    method, records = dsgd(comm, x0, grad_fn, rounds=1, local_steps=2, lr=lr, topology=W, step_seconds=0.5,
+                           evaluate=lambda x: {"consensus": consensus_distance(x)})
     local = c + (1 - lr) ** 2 * (x0 - c)
-    assert torch.allclose(run.x, W @ local, atol=1e-12, rtol=0)
+    assert torch.allclose(method.params, W @ local, atol=1e-12, rtol=0)
     assert steps_seen == [(0, [0, 1, 2, 3]), (1, [0, 1, 2, 3])]
     # each node sends its 3 float64 to its 2 ring neighbours; the clock: 2 steps + α + 2·24 bytes·8/B
     assert torch.equal(comm.meter.bytes_sent, torch.full((n,), 2 * 24.0))
     assert comm.clock == pytest.approx(2 * 0.5 + 1e-3 + 2 * 24 * 8 / 8e6)
-    first, last = run.records
-    assert first["round"] == 0 and last["round"] == 1 and last["step"] == 2
+    first, last = records
+    assert first["step"] == 0 and last["step"] == 2 and last["syncs"] == 1
     assert last["consensus"] == pytest.approx(consensus_distance(local))
     assert last["loss"] == pytest.approx(float((0.5 * (local - c).square().sum(1) / (1 - lr) ** 2).mean()))
     assert torch.equal(x0, torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64).expand(n, -1))  # input untouched
@@ -189,14 +190,14 @@ def test_scheduled_rounds_draw_their_peers_from_the_seed_tree_and_weight_decay()
         return torch.zeros(n), x - c
 
     schedule = Schedule.linear(1.0, 3.0)
-    run = decentralized_sgd(SimComm(n), x0, grad_fn, rounds=2, local_steps=1, lr=lr, schedule=schedule, seed=seed,
-                            weight_decay=wd)
+    method, _ = dsgd(SimComm(n), x0, grad_fn, rounds=2, local_steps=1, lr=lr, schedule=schedule, seed=seed,
+                     weight_decay=wd)
     x = x0
     for k in (1, 2):
         x = x - lr * ((x - c) + wd * x)
         x = random_r_regular(n, schedule(k / 2), generator=SeedTree(seed).torch("gossip", k)) @ x
-    assert run.r == [2.0, 3.0]
-    assert torch.allclose(run.x, x, atol=1e-12, rtol=0)
+    assert method.r == [2.0, 3.0]
+    assert torch.allclose(method.params, x, atol=1e-12, rtol=0)
 
 
 def test_complete_rounds_as_all_reduce_average_exactly_and_zero_rounds_send_nothing():
@@ -208,13 +209,13 @@ def test_complete_rounds_as_all_reduce_average_exactly_and_zero_rounds_send_noth
 
     by_gossip, by_reduce = SimComm(n), SimComm(n)
     kw = dict(rounds=3, local_steps=2, lr=0.1, schedule=Schedule.fixed(n - 1.0))
-    g = decentralized_sgd(by_gossip, x0.expand(n, -1), grad_fn, **kw).x
-    r = decentralized_sgd(by_reduce, x0.expand(n, -1), grad_fn, complete_as="all_reduce", **kw).x
+    g = dsgd(by_gossip, x0.expand(n, -1), grad_fn, **kw)[0].params
+    r = dsgd(by_reduce, x0.expand(n, -1), grad_fn, complete_as="all_reduce", **kw)[0].params
     assert torch.allclose(g, r, atol=1e-12, rtol=0)
     assert by_gossip.meter.calls == {"mix": 3} and by_reduce.meter.calls == {"all_reduce": 3}
     assert float(by_reduce.meter.bytes_sent[0]) == 3 * 5 * 8 and float(by_gossip.meter.bytes_sent[0]) == 3 * 3 * 5 * 8
     silent = SimComm(n)
-    decentralized_sgd(silent, x0.expand(n, -1), grad_fn, rounds=3, local_steps=1, lr=0.1, schedule=Schedule.fixed(0))
+    dsgd(silent, x0.expand(n, -1), grad_fn, rounds=3, local_steps=1, lr=0.1, schedule=Schedule.fixed(0))
     assert silent.meter.syncs == 0 and float(silent.meter.bytes_sent.sum()) == 0
 
 
@@ -267,20 +268,26 @@ def test_bad_arguments_are_rejected_clearly():
 
     kw = dict(rounds=2, local_steps=1, lr=0.1)
     with pytest.raises(ValueError, match="exactly one"):
-        decentralized_sgd(comm, x, grad_fn, **kw)
+        dsgd(comm, x, grad_fn, **kw)
     with pytest.raises(ValueError, match="exactly one"):
-        decentralized_sgd(comm, x, grad_fn, schedule=Schedule.fixed(1), topology=ring(3), **kw)
+        dsgd(comm, x, grad_fn, schedule=Schedule.fixed(1), topology=ring(3), **kw)
     with pytest.raises(ValueError, match="row-stochastic"):
-        decentralized_sgd(comm, x, grad_fn, topology=2 * ring(3), **kw)
+        dsgd(comm, x, grad_fn, topology=2 * ring(3), **kw)
     with pytest.raises(ValueError, match="at most 2"):
-        decentralized_sgd(comm, x, grad_fn, schedule=Schedule.fixed(3.0), **kw)
+        dsgd(comm, x, grad_fn, schedule=Schedule.fixed(3.0), **kw)
     with pytest.raises(ValueError, match="leading|L = 3"):
-        decentralized_sgd(comm, torch.zeros(2, 2), grad_fn, schedule=Schedule.fixed(1), **kw)
+        dsgd(comm, torch.zeros(2, 2), grad_fn, schedule=Schedule.fixed(1), **kw)
     with pytest.raises(ValueError, match="lr"):
-        decentralized_sgd(comm, x, grad_fn, schedule=Schedule.fixed(1), rounds=2, local_steps=1, lr=0.0)
+        dsgd(comm, x, grad_fn, schedule=Schedule.fixed(1), rounds=2, local_steps=1, lr=0.0)
     with pytest.raises(ValueError, match="complete_as"):
-        decentralized_sgd(comm, x, grad_fn, schedule=Schedule.fixed(1), complete_as="broadcast", **kw)
-    with pytest.raises(ValueError, match="shape"):
-        decentralized_sgd(comm, x, lambda x, s, r: (torch.zeros(3), torch.zeros(3)), schedule=Schedule.fixed(1), **kw)
+        dsgd(comm, x, grad_fn, schedule=Schedule.fixed(1), complete_as="broadcast", **kw)
+    with pytest.raises(ValueError, match="shape of params"):
+        dsgd(comm, x, lambda x, s, r: (torch.zeros(3), torch.zeros(3)), schedule=Schedule.fixed(1), **kw)
+    with pytest.raises(ValueError, match="pass rounds"):
+        DecentralizedSGD(comm, x, lr=0.1, schedule=Schedule.fixed(1))
+    method = DecentralizedSGD(comm, x, lr=0.1, schedule=Schedule.fixed(1), rounds=1)
+    method.step(torch.zeros(3, 2))
+    with pytest.raises(RuntimeError, match="rounds = 1"):
+        method.step(torch.zeros(3, 2))
     with pytest.raises(ValueError, match="\\[N, d\\]"):
         consensus_distance(torch.zeros(3))

@@ -21,13 +21,14 @@ from commlab.compress import QSGD, TopK
 from commlab.distributed.compressed import compressed_round
 from commlab.distributed.dgc import DGC, DensityWarmup
 from commlab.distributed.fl import FedAvg, FedEF, Scafcom, Scaffold, Scallion
-from commlab.distributed.gossip import Schedule, decentralized_sgd, ring
+from commlab.distributed.gossip import DecentralizedSGD, Schedule, consensus_distance, ring
 from commlab.distributed.onebit_adam import OneBitAdam
 from commlab.distributed.outer import CO2, DataParallel, DiLoCo, LocalSGD, NoLoCo, StreamingDiLoCo
 from commlab.distributed.schemes import gradient_scheme
 from commlab.distributed.spsa import SharedSeedSPSA
 from commlab.seeding import seeded_init
 from commlab.train.ddp_simulator import DataParallelTrainer
+from commlab.train.loop import fit
 
 N, D, STEPS = 3, 24, 12
 LINK = Link(bandwidth=1e6, latency=1e-3)
@@ -150,18 +151,21 @@ def fl_case(cls, **hyper):
 def gossip_case(fixed: bool):
     def run():
         comm = SimComm(4, link=LINK)
+        A, b = problem(4)
+        params = start(4)
 
-        def grad_fn(x, step, ranks):
-            A, b = problem(4)
-            residual = torch.einsum("lmd,ld->lm", A[ranks], x) - b[ranks]
-            return 0.5 * (residual ** 2).mean(dim=1), torch.einsum("lmd,lm->ld", A[ranks], residual) / A.shape[1]
+        def oracle(step):
+            residual = torch.einsum("lmd,ld->lm", A, params) - b
+            return 0.5 * (residual ** 2).mean(dim=1), torch.einsum("lmd,lm->ld", A, residual) / A.shape[1]
 
-        kw = {"topology": ring(4)} if fixed else {"schedule": Schedule.linear(1.0, 3.0)}
-        run = decentralized_sgd(comm, start(4), grad_fn, rounds=6, local_steps=2, lr=0.05, seed=3,
-                                weight_decay=1e-3, step_seconds=STEP_SECONDS, **kw)
-        records = torch.tensor([[r["round"], r["bytes_per_node"], r["clock"], r["loss"], r["consensus"]]
-                                for r in run.records], dtype=torch.float64)
-        return {"final": run.x, "records": records, "bytes": comm.meter.bytes_sent.clone(),
+        kw = {"topology": ring(4)} if fixed else {"schedule": Schedule.linear(1.0, 3.0), "rounds": 6}
+        method = DecentralizedSGD(comm, params, lr=0.05, sync_every=2, seed=3, weight_decay=1e-3,
+                                  step_seconds=STEP_SECONDS, **kw)
+        records = fit(method, oracle, 12, every=2, evaluate=lambda step: {
+            "consensus": consensus_distance(params if step == 0 else method.premix)})
+        table = torch.tensor([[r["step"] // 2, r["bytes_per_worker"], r["clock"], r["loss"], r["consensus"]]
+                              for r in records], dtype=torch.float64)
+        return {"final": params.clone(), "records": table, "bytes": comm.meter.bytes_sent.clone(),
                 "clock": torch.tensor(comm.clock, dtype=torch.float64)}
     return run
 
