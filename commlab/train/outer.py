@@ -6,11 +6,12 @@ The same function, :func:`train_outer`, runs on any communicator: on N torchrun 
 ``DistComm(deterministic=True)`` (the default here) both give bit-identical replicas. Each worker
 trains a :class:`~commlab.models.stacked.StackedMLP` 64-hidden-10 on its IID shard of scikit-learn's
 digits with Adam inner steps; its minibatch at step t is
-:func:`~commlab.data.batches.batch_indices` seeded by (t, worker), and the method of
-:mod:`commlab.distributed.outer` named by ``--algo`` synchronises::
+:func:`~commlab.data.batches.batch_indices` seeded by (t, worker), and the outer method named by
+``--algo`` (its name in :data:`commlab.distributed.METHODS`) synchronises; the loop is
+:func:`commlab.train.loop.fit`::
 
     OMP_NUM_THREADS=1 torchrun --standalone --nproc-per-node 2 -m commlab.train.outer \\
-        --algo noloco --steps 300 --H 30 --log-file runs/noloco.jsonl
+        --algo noloco --steps 300 --sync-every 30 --log-file runs/noloco.jsonl
 
 Without torchrun (no ``WORLD_SIZE`` in the environment) one process runs as a world of one.
 
@@ -23,7 +24,7 @@ Log (``--log-file PATH``, JSON lines by rank 0; one record before the first step
 
 ``test_loss`` / ``test_accuracy``: mean over the workers' live replicas on the test split;
 ``train_loss``: mean minibatch loss since the previous record; bytes, syncs and peak bytes per
-synchronisation from :meth:`OuterMethod.summary <commlab.distributed.outer.OuterMethod.summary>`
+synchronisation from :meth:`Method.summary <commlab.distributed.method.Method.summary>`
 (the initial broadcast counts in the bytes); ``hashes``: :func:`~commlab.comm.hashing.state_hash`
 of every worker's parameters, in rank order. The loss statistics and hashes are gathered outside
 the communicator (bookkeeping, not metered).
@@ -47,29 +48,33 @@ from commlab._checks import check_choice, check_int, check_positive, check_proba
 from commlab.comm import Communicator, DistComm
 from commlab.comm.hashing import replica_hashes
 from commlab.data import digits, iid
-from commlab.data.batches import batch_indices
-from commlab.distributed.outer import CO2, DataParallel, DiLoCo, LocalSGD, NoLoCo, OuterMethod, StreamingDiLoCo
+from commlab.data.batches import stacked_batch_indices
+from commlab.distributed import make_method
+from commlab.distributed.method import Method
 from commlab.models.stacked import StackedMLP
 from commlab.seeding import SeedTree
+from commlab.train.loop import fit
 
-ALGOS = ("dp", "diloco", "streaming", "noloco", "co2", "localsgd")
+ALGOS = ("data_parallel", "diloco", "streaming_diloco", "noloco", "co2", "local_sgd")
+FIELDS = ("step", "algo", "world_size", "test_loss", "test_accuracy", "train_loss", "bytes_per_worker", "syncs",
+          "peak_bytes_per_sync", "hashes")
 
 
 @dataclass
 class OuterConfig:
     """One run (the command-line options, same names).
 
-    ``H`` is the synchronisation period of every method (CO2's and local SGD's τ); ``fragments``,
-    ``overlap`` (τ) and ``alpha`` are Streaming DiLoCo's; the outer optimisers keep their papers'
-    defaults.
+    ``sync_every`` is the synchronisation period of every method (DiLoCo's H, CO2's and local SGD's τ);
+    ``fragments``, ``overlap_steps`` (τ) and ``mixing`` (α) are Streaming DiLoCo's; the outer optimisers
+    keep their papers' defaults.
     """
 
     algo: str = "diloco"
     steps: int = 300
-    H: int = 30
+    sync_every: int = 30
     fragments: int = 2
-    overlap: int = 1
-    alpha: float = 0.5
+    overlap_steps: int = 1
+    mixing: float = 0.5
     lr: float = 1e-3
     batch_size: int = 32
     hidden: int = 128
@@ -82,11 +87,11 @@ class OuterConfig:
 
     def __post_init__(self):
         check_choice("algo", self.algo, ALGOS)
-        for name in ("steps", "H", "fragments", "batch_size", "hidden", "eval_every", "threads"):
+        for name in ("steps", "sync_every", "fragments", "batch_size", "hidden", "eval_every", "threads"):
             check_int(name, getattr(self, name), low=1)
-        check_int("overlap", self.overlap, low=0)
+        check_int("overlap_steps", self.overlap_steps, low=0)
         check_int("seed", self.seed, low=0)
-        check_probability("alpha", self.alpha)
+        check_probability("mixing", self.mixing)
         check_positive("lr", self.lr)
         check_positive("timeout", self.timeout)
 
@@ -97,10 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train a stacked MLP on digits: data parallel, DiLoCo, NoLoCo, CO2, ...")
     p.add_argument("--algo", choices=ALGOS, default=d.algo, help="outer method")
     p.add_argument("--steps", type=int, default=d.steps, help="inner steps")
-    p.add_argument("--H", type=int, default=d.H, help="inner steps per synchronisation (CO2 / local SGD: tau)")
+    p.add_argument("--sync-every", type=int, default=d.sync_every,
+                   help="inner steps per synchronisation (DiLoCo: H; CO2 / local SGD: tau)")
     p.add_argument("--fragments", type=int, default=d.fragments, help="Streaming DiLoCo: fragments P")
-    p.add_argument("--overlap", type=int, default=d.overlap, help="Streaming DiLoCo: overlap tau in inner steps")
-    p.add_argument("--alpha", type=float, default=d.alpha, help="Streaming DiLoCo: mixing weight of the local copy")
+    p.add_argument("--overlap-steps", type=int, default=d.overlap_steps,
+                   help="Streaming DiLoCo: overlap tau in inner steps")
+    p.add_argument("--mixing", type=float, default=d.mixing,
+                   help="Streaming DiLoCo: mixing weight alpha of the local copy")
     p.add_argument("--lr", type=float, default=d.lr, help="inner Adam learning rate")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per worker and step")
     p.add_argument("--hidden", type=int, default=d.hidden, help="hidden width of the MLP")
@@ -119,25 +127,19 @@ def parse_config(argv: list[str] | None = None) -> OuterConfig:
     return OuterConfig(**vars(build_parser().parse_args(argv)))
 
 
-def make_method(cfg: OuterConfig, comm: Communicator, model: StackedMLP) -> OuterMethod:
-    """The outer method ``cfg.algo`` around ``model.flat`` with Adam(lr) inner steps."""
-    def inner(p):
-        return torch.optim.Adam([p], lr=cfg.lr)
-
-    common = dict(inner=inner)
-    if cfg.algo == "dp":
-        return DataParallel(comm, model.flat, **common)
-    if cfg.algo == "diloco":
-        return DiLoCo(comm, model.flat, sync_every=cfg.H, **common)
-    if cfg.algo == "streaming":
-        return StreamingDiLoCo(comm, model.flat, sync_every=cfg.H, fragments=cfg.fragments, overlap_steps=cfg.overlap,
-                               mixing=cfg.alpha,
-                               layers=model.layer_slices, seed=cfg.seed, **common)
+def build_method(cfg: OuterConfig, comm: Communicator, model: StackedMLP) -> Method:
+    """The outer method ``cfg.algo`` (by its registry name) around ``model.flat``, Adam(lr) inner steps."""
+    hyper = {"inner": lambda p: torch.optim.Adam([p], lr=cfg.lr)}
+    if cfg.algo != "data_parallel":
+        hyper["sync_every"] = cfg.sync_every
+    if cfg.algo == "streaming_diloco":
+        hyper |= {"fragments": cfg.fragments, "overlap_steps": cfg.overlap_steps, "mixing": cfg.mixing,
+                  "layers": model.layer_slices, "seed": cfg.seed}
     if cfg.algo == "noloco":
-        return NoLoCo(comm, model.flat, sync_every=cfg.H, seed=cfg.seed, **common)
+        hyper["seed"] = cfg.seed
     if cfg.algo == "co2":
-        return CO2(comm, model.flat, sync_every=cfg.H, layers=model.layer_slices, **common)
-    return LocalSGD(comm, model.flat, sync_every=cfg.H, **common)
+        hyper["layers"] = model.layer_slices
+    return make_method(cfg.algo, comm, model.flat, **hyper)
 
 
 def train_outer(cfg: OuterConfig, comm: Communicator) -> list[dict]:
@@ -147,16 +149,21 @@ def train_outer(cfg: OuterConfig, comm: Communicator) -> list[dict]:
     test_x, test_y = digits("test", seed=cfg.seed)
     train_x, test_x = train_x.reshape(len(train_x), -1), test_x.reshape(len(test_x), -1)
     shards = iid(len(train_x), comm.world_size, seed=cfg.seed)
-    ranks = comm.ranks.tolist()
     model = StackedMLP((64, cfg.hidden, 10), replicas=comm.local_workers, generator=SeedTree(cfg.seed).torch("init"))
-    method = make_method(cfg, comm, model)
-    records, loss_sum, loss_n = [], 0.0, 0
+    method = build_method(cfg, comm, model)
+    losses = {"sum": 0.0, "n": 0}  # minibatch losses since the previous record
 
-    def record(step: int) -> None:
-        nonlocal loss_sum, loss_n
+    def oracle(t: int):
+        idx = stacked_batch_indices(shards, t, cfg.batch_size, seed=cfg.seed, workers=comm.ranks)
+        loss, grad = model.loss_and_grad(train_x[idx], train_y[idx])
+        losses["sum"] += float(loss.sum())
+        losses["n"] += comm.local_workers
+        return loss, grad
+
+    def evaluate(step: int) -> dict:
         test_loss, test_acc = model.evaluate(test_x, test_y)
         summary = method.summary()
-        mine = {"stats": [float(test_loss.sum()), float(test_acc.sum()), loss_sum, loss_n,
+        mine = {"stats": [float(test_loss.sum()), float(test_acc.sum()), losses["sum"], losses["n"],
                           float(comm.meter.bytes_sent.sum())],
                 "peak": summary["peak_bytes_per_sync"], "hashes": replica_hashes(model.flat.detach())}
         everyone = [mine]
@@ -165,24 +172,14 @@ def train_outer(cfg: OuterConfig, comm: Communicator) -> list[dict]:
             dist.all_gather_object(everyone, mine)
         stats = [sum(part["stats"][k] for part in everyone) for k in range(5)]  # rank order: the same sums
         n = comm.world_size
-        records.append({"step": step, "algo": cfg.algo, "world_size": n, "test_loss": stats[0] / n,
-                        "test_accuracy": stats[1] / n, "train_loss": stats[2] / stats[3] if stats[3] > 0 else None,
-                        "bytes_per_worker": stats[4] / n, "syncs": summary["syncs"],
-                        "peak_bytes_per_sync": max(part["peak"] for part in everyone),
-                        "hashes": [h for part in everyone for h in part["hashes"]]})
-        loss_sum, loss_n = 0.0, 0
+        losses["sum"], losses["n"] = 0.0, 0
+        return {"algo": cfg.algo, "world_size": n, "test_loss": stats[0] / n, "test_accuracy": stats[1] / n,
+                "train_loss": stats[2] / stats[3] if stats[3] > 0 else None, "bytes_per_worker": stats[4] / n,
+                "syncs": summary["syncs"], "peak_bytes_per_sync": max(part["peak"] for part in everyone),
+                "hashes": [h for part in everyone for h in part["hashes"]]}
 
-    record(0)
-    for step in range(1, cfg.steps + 1):
-        idx = torch.stack([batch_indices(shards[r], step - 1, cfg.batch_size, seed=cfg.seed, worker=r) for r in ranks])
-        loss, grad = model.loss_and_grad(train_x[idx], train_y[idx])
-        method.step(grad)
-        loss_sum, loss_n = loss_sum + float(loss.sum()), loss_n + comm.local_workers
-        if step == cfg.steps:
-            method.finish()
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            record(step)
-    return records
+    records = fit(method, oracle, cfg.steps, every=cfg.eval_every, evaluate=evaluate)
+    return [{key: r[key] for key in FIELDS} for r in records]
 
 
 def main(argv: list[str] | None = None) -> int:

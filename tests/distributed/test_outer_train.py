@@ -12,7 +12,8 @@ import pytest
 from commlab.comm import SimComm
 from commlab.train.outer import OuterConfig, parse_config, train_outer
 
-SMALL = ["--steps", "12", "--H", "4", "--eval-every", "6", "--hidden", "16", "--batch-size", "8", "--timeout", "20"]
+SMALL = ["--steps", "12", "--sync-every", "4", "--eval-every", "6", "--hidden", "16", "--batch-size", "8", "--timeout",
+         "20"]
 
 
 def environment():
@@ -46,17 +47,19 @@ def test_torchrun_two_processes_equal_the_simulator(algo, tmp_path):
 
 
 def test_the_command_line_is_checked():
-    assert parse_config(["--algo", "co2", "--H", "3"]) == OuterConfig(algo="co2", H=3)
+    assert parse_config(["--algo", "co2", "--sync-every", "3"]) == OuterConfig(algo="co2", sync_every=3)
     with pytest.raises(SystemExit):
         parse_config(["--algo", "adam"])
-    with pytest.raises(ValueError, match="H must be >= 1"):
-        OuterConfig(H=0)
-    with pytest.raises(ValueError, match="alpha"):
-        OuterConfig(alpha=2.0)
+    with pytest.raises(ValueError, match="sync_every must be >= 1"):
+        OuterConfig(sync_every=0)
+    with pytest.raises(ValueError, match="mixing"):
+        OuterConfig(mixing=2.0)
 
 
-@pytest.mark.parametrize("algo", ["dp", "streaming", "co2", "localsgd"])
+@pytest.mark.parametrize("algo", ["data_parallel", "streaming_diloco", "co2", "local_sgd"])
 def test_every_method_trains_in_the_simulator(algo):
-    records = train_outer(OuterConfig(algo=algo, steps=60, H=6, eval_every=60, hidden=32, lr=3e-3), SimComm(3))
+    config = OuterConfig(algo=algo, steps=60, sync_every=6, eval_every=60, hidden=32, lr=3e-3)
+    records = train_outer(config, SimComm(3))
     assert records[-1]["test_loss"] < 0.8 * records[0]["test_loss"]
-    assert records[-1]["syncs"] == {"dp": 60, "streaming": 20}.get(algo, 10)  # Streaming: 2 fragments per H
+    # Streaming DiLoCo: 2 fragments per period
+    assert records[-1]["syncs"] == {"data_parallel": 60, "streaming_diloco": 20}.get(algo, 10)
