@@ -43,8 +43,9 @@ test: $(VENV)/.installed-dev data ## set up .venv and the data, run the tests (u
 	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; fi; exit $$status
 
-lint: $(VENV)/.installed-dev ## ruff, and a check that notebooks are committed with outputs stripped
+lint: $(VENV)/.installed-dev ## ruff, the import layers (import-linter), and notebooks committed with outputs stripped
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	git ls-files -z '*.ipynb' | xargs -0 -r $(BIN)/nbstripout --verify
 
 # Outputs and kernel-run metadata never reach git: nbstripout as a git filter (clean on add/diff/status).
