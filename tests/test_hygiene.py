@@ -69,6 +69,18 @@ def test_deviations_are_stated(notebook):
     assert "Deviations from the paper" in markdown
 
 
+def test_notebooks_build_methods_by_name_and_share_the_sampler(notebook):
+    # methods come from the registry (make_method), minibatches of stacked workers from
+    # stacked_batch_indices: no notebook re-builds what commlab already holds
+    from commlab.distributed import METHODS
+
+    code = "".join("".join(c["source"]) for c in _load(notebook)["cells"] if c["cell_type"] == "code")
+    built = sorted({cls.__name__ for cls in METHODS.values() if re.search(rf"\b{cls.__name__}\(", code)})
+    assert not built, f"construct {built} with commlab.distributed.make_method"
+    stacker = r"torch\.stack\(\[\s*batch_indices\([^\]]*worker=(\w+)\)\s*for\s+\1\s+in"  # one batch per worker
+    assert not re.search(stacker, code), "use commlab.data.batches.stacked_batch_indices"
+
+
 @pytest.mark.parametrize("paper", PAPERS, ids=lambda nb: nb.key)
 def test_paper_notebooks_live_in_their_area_under_their_slug(paper):
     area, slug = paper.key.split("/")
