@@ -41,7 +41,8 @@ the others), against ``4d`` bytes for an fp32 all-reduce.
 The "naive 1-bit Adam" the paper shows failing (scaled sign with error feedback on the *gradient*,
 fed to an ordinary Adam whose variance keeps updating) needs nothing from this module::
 
-    estimate, _ = compressed_round(comm, EF14(ScaledSign("l2")), grads)   # then torch.optim.Adam
+    make_method("data_parallel", comm, params, inner=lambda p: torch.optim.Adam([p]),
+                mechanism=EF14(ScaledSign("l2")), compress_from=freeze_step)
 """
 
 from __future__ import annotations

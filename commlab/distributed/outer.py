@@ -33,7 +33,7 @@ The methods (the symbols are those of briefs/distributed/{streaming_diloco,noloc
 * :class:`DiLoCo` (Douillard et al. 2023) — every H inner steps (``sync_every``): Δ = mean_m(θ_g − θ_m) by one fp32
   all-reduce, θ_g ← OuterSGD(θ_g, Δ), θ_m ← θ_g. Defaults η = 0.7, μ = 0.9, Nesterov.
 * :class:`DataParallel` — the every-step baseline in the same form: the gradient is all-reduced (mean)
-  before each inner step.
+  before each inner step, or, with a ``mechanism``, aggregated by a compressed round.
 * :class:`LocalSGD` — DiLoCo with heavy-ball outer momentum (η = 1, β = 0.5) every τ steps (``sync_every``): the
   synchronous local-SGD / SlowMo baseline of CO2.
 * :class:`StreamingDiLoCo` (Douillard et al. 2025) — P fragments (layer ℓ in fragment ℓ mod P), each with
@@ -85,8 +85,10 @@ from commlab._checks import (
 )
 from commlab.comm import Communicator, Work
 from commlab.compress.base import Compressor
+from commlab.compress.ef import Mechanism
 from commlab.compress.payload import Payload
 from commlab.compress.quantize import Identity, LowPrecision
+from commlab.distributed.compressed import compressed_round
 from commlab.distributed.method import Method, SyncEvent
 from commlab.seeding import SeedTree
 
@@ -279,14 +281,31 @@ class DiLoCo(OuterMethod):
 
 
 class DataParallel(OuterMethod):
-    """The every-step baseline in the same hook form: :meth:`step` all-reduces the gradient (mean, fp32,
-    d floats per worker) before the inner step, so every replica takes the same step. Needs ``inner``;
-    :meth:`after_inner_step` is not available (there is nothing to do after a step)."""
+    """The every-step baseline in the same hook form: :meth:`step` averages the gradient over the N
+    workers before the inner step, so every replica takes the same step. Needs ``inner``;
+    :meth:`after_inner_step` is not available (there is nothing to do after a step).
 
-    def __init__(self, comm: Communicator, params: torch.Tensor, *, inner: InnerFactory, step_seconds: float = 0.0,
-                 sync_init: bool = True):
+    Args:
+        comm, params, inner, step_seconds, sync_init: see :class:`OuterMethod`.
+        mechanism: None — an fp32 all-reduce of the mean gradient (d floats per worker); or a
+            :class:`~commlab.compress.ef.Mechanism` (a compressor with or without error feedback), whose
+            server vector from :func:`~commlab.distributed.compressed.compressed_round` is the gradient,
+            e.g. ``EF14(ScaledSign("l2"))`` with inner Adam: the "naive 1-bit Adam" of Tang et al. 2021.
+        compress_from: the first step (0-based) that is compressed; the steps before are dense (a
+            warm-up, as the DDP hook's ``start_iter``).
+        seed: root of a random compressor's draws, ``SeedTree(seed).torch("compress", step)``.
+    """
+
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, inner: InnerFactory,
+                 mechanism: Mechanism | None = None, compress_from: int = 0, seed: int = 0,
+                 step_seconds: float = 0.0, sync_init: bool = True):
         if inner is None:
             raise TypeError("DataParallel needs an inner optimiser factory (inner=...)")
+        if mechanism is not None and not isinstance(mechanism, Mechanism):
+            raise TypeError(f"mechanism must be a compress.ef Mechanism or None, got {type(mechanism).__name__}")
+        self.mechanism = mechanism
+        self.compress_from = check_int("compress_from", compress_from, low=0)
+        self.seeds = SeedTree(check_seed(seed))
         super().__init__(comm, params, inner=inner, step_seconds=step_seconds, sync_init=sync_init)
 
     def after_inner_step(self) -> list[SyncEvent]:
@@ -297,7 +316,20 @@ class DataParallel(OuterMethod):
         return self.params[0].detach()
 
     def _gradient(self, grad):
-        return self._run("sync", self.comm.all_reduce, grad, op="mean").wait()
+        if self.mechanism is None or self.steps < self.compress_from:
+            return self._run("sync", self.comm.all_reduce, grad, op="mean").wait().contiguous()
+        generator = self.seeds.torch("compress", self.steps) if self.mechanism.compressor.random else None
+        estimate = self._logged("sync", lambda: compressed_round(self.comm, self.mechanism, grad.cpu(), generator)[0],
+                                info={"compressed": True})  # payloads pack on the CPU
+        return estimate.to(grad.device).expand_as(grad).contiguous()
+
+    def _state(self):
+        return {**super()._state(), "mechanism": None if self.mechanism is None else self.mechanism.state_dict()}
+
+    def _load(self, state):
+        super()._load(state)
+        if self.mechanism is not None:
+            self.mechanism.load_state_dict(state["mechanism"])
 
     def _after(self, t):
         pass

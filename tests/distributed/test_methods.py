@@ -2,6 +2,7 @@
 checkpoint (state_dict -> torch.save -> torch.load -> load_state_dict on a fresh communicator and fresh
 parameters) that continues bit for bit, collectives in flight included."""
 
+import copy
 import io
 import math
 
@@ -10,6 +11,7 @@ import torch
 
 from commlab.comm import Link, SimComm
 from commlab.compress import TopK
+from commlab.compress.ef import EF14
 from commlab.distributed import METHODS, make_method
 from commlab.distributed.gossip import Schedule
 from commlab.distributed.method import Method
@@ -29,7 +31,7 @@ def sgd(p):
 OUTER = {"inner": sgd, "step_seconds": 0.01}
 FEDERATED = {"n_clients": 6, "local_steps": 2, "local_lr": 0.05, "seed": 2}
 HYPER = {
-    "data_parallel": OUTER,
+    "data_parallel": {"mechanism": EF14(TopK(k=3)), "compress_from": 2, **OUTER},
     "diloco": {"sync_every": 3, **OUTER},
     "local_sgd": {"sync_every": 3, **OUTER},
     "streaming_diloco": {"sync_every": 4, "fragments": 2, "overlap_steps": 1, "block": 4, "seed": 1, **OUTER},
@@ -50,7 +52,7 @@ HYPER = {
 def build(name, init=1.0):
     comm = SimComm(N, link=LINK)
     params = torch.full((N, D), init, dtype=torch.float64)
-    return comm, params, make_method(name, comm, params, **HYPER[name])
+    return comm, params, make_method(name, comm, params, **copy.deepcopy(HYPER[name]))  # fresh stateful parts
 
 
 def advance(method, steps):

@@ -9,7 +9,9 @@ from outer_workers import least_squares_run, outer_on_rank
 
 from commlab.comm import Link, SimComm
 from commlab.comm.launch import run_workers
-from commlab.compress import QSGD, LowPrecision
+from commlab.compress import QSGD, LowPrecision, TopK
+from commlab.compress.ef import EF14
+from commlab.distributed.compressed import compressed_round
 from commlab.distributed.gossip import consensus_distance
 from commlab.distributed.outer import (
     CO2,
@@ -423,6 +425,24 @@ def test_overlapped_rounds_cost_max_of_compute_and_link_time(ratio, speedup):
     assert clocks["sync"] == pytest.approx(tau * c + C, abs=1e-12)
     assert clocks["co2"] == pytest.approx(max(tau * c, C), abs=1e-12)
     assert clocks["sync"] / clocks["co2"] == pytest.approx(speedup, abs=1e-9)
+
+
+def test_data_parallel_compresses_the_gradient_after_a_dense_warm_up():
+    g = torch.Generator().manual_seed(3)
+    grads = [torch.randn(3, 10, generator=g, dtype=torch.float64) for _ in range(5)]
+    params = torch.zeros(3, 10, dtype=torch.float64)
+    algo = DataParallel(SimComm(3), params, inner=lambda p: torch.optim.SGD([p], lr=0.1), mechanism=EF14(TopK(k=2)),
+                        compress_from=2, sync_init=False)
+    reference, mechanism, comm = torch.zeros(10, dtype=torch.float64), EF14(TopK(k=2)), SimComm(3)
+    for t, grad in enumerate(grads):
+        algo.step(grad)
+        step = grad.mean(dim=0) if t < 2 else compressed_round(comm, mechanism, grad)[0]
+        reference.add_(step, alpha=-0.1)  # torch.optim.SGD's arithmetic
+        assert torch.equal(params, reference.expand(3, -1))
+    assert [e.info.get("compressed", False) for e in algo.events] == [False, False, True, True, True]
+    assert algo.summary()["bytes_per_worker"] == 2 * 80 + float(comm.meter.bytes_sent[0])
+    with pytest.raises(TypeError, match="Mechanism"):
+        DataParallel(SimComm(3), params, inner=lambda p: torch.optim.SGD([p], lr=0.1), mechanism=TopK(k=2))
 
 
 # -- the simulated clock of started collectives -------------------------------------------------------
