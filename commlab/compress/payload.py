@@ -132,6 +132,11 @@ class Header:
                 total += counts[0] * width
         return total
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes a one-row payload with this header packs to, ceil(bits / 8)."""
+        return math.ceil(self.bits / 8)
+
     def with_count(self, count: int) -> Header:
         """The header of a one-row payload of the same layout whose parts each hold ``count`` entries
         (the kept values and their indices of a sparsifier that keeps a varying number)."""
@@ -239,19 +244,24 @@ class Payload:
 
 
     @staticmethod
-    def pack_rows(payloads: list[Payload], *, pad: bool = False) -> torch.Tensor:
+    def pack_rows(payloads: list[Payload], *, width: int | None = None) -> torch.Tensor:
         """The wire bytes of each payload as one row of a uint8 tensor ``[len(payloads), B]`` (CPU).
 
         Args:
             payloads: the payloads, one per row.
-            pad: False: every payload must pack to the same B = ceil(bits / 8) bytes (a fixed-size
-                compressor); True: shorter payloads are zero-padded to the longest (the padding
-                crosses the wire and a meter counts it; :meth:`unpack_rows` needs their headers).
+            width: None: every payload must pack to the same B = ceil(bits / 8) bytes (a fixed-size
+                compressor); a number of bytes B: each payload is zero-padded to it (payloads whose
+                sizes differ, padded to the longest of all workers; the padding crosses the wire and a
+                meter counts it; :meth:`unpack_rows` needs their headers).
         """
         blobs = [p.to_bytes() for p in payloads]
-        width = max((len(blob) for blob in blobs), default=0)
-        if not pad and any(len(blob) != width for blob in blobs):
-            raise ValueError("the payloads differ in size; packing them needs a fixed-size compressor or pad=True")
+        longest = max((len(blob) for blob in blobs), default=0)
+        if width is None:
+            if any(len(blob) != longest for blob in blobs):
+                raise ValueError("the payloads differ in size; packing them needs a fixed-size compressor or a width")
+            width = longest
+        elif width < longest:
+            raise ValueError(f"width = {width} bytes is shorter than a payload of {longest} bytes")
         rows = torch.zeros(len(blobs), width, dtype=torch.uint8)
         for row, blob in zip(rows, blobs, strict=True):
             if blob:
@@ -267,7 +277,7 @@ class Payload:
             return [Payload.from_bytes(bytes(row.numpy()), headers) for row in rows]
         if len(headers) != len(rows):
             raise ValueError(f"unpack_rows got {len(rows)} rows and {len(headers)} headers")
-        return [Payload.from_bytes(bytes(row[: math.ceil(h.bits / 8)].numpy()), h)
+        return [Payload.from_bytes(bytes(row[: h.nbytes].numpy()), h)
                 for row, h in zip(rows, headers, strict=True)]
 
 

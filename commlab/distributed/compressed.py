@@ -20,8 +20,6 @@ The meter therefore counts the compressor's own bits, rounded up to whole bytes 
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from commlab.comm import Communicator
@@ -73,9 +71,7 @@ def gather_varying(comm: Communicator, rows: list[Payload]) -> list[Payload]:
     counts = torch.tensor([[row.parts[0].counts[0]] for row in rows], dtype=torch.int32)
     everyone = comm.all_gather(counts.to(comm.device)).wait().cpu()[:, 0].tolist()
     headers = [rows[0].header.with_count(c) for c in everyone]
-    width = max(math.ceil(h.bits / 8) for h in headers)
-    packed = Payload.pack_rows(rows, pad=True)
-    packed = torch.nn.functional.pad(packed, (0, width - packed.shape[1]))  # to the longest of all N
+    packed = Payload.pack_rows(rows, width=max(h.nbytes for h in headers))  # the longest of all N
     return Payload.unpack_rows(comm.all_gather(packed.to(comm.device)).wait(), headers)
 
 

@@ -162,26 +162,23 @@ class Method:
     def _run(self, kind: str, collective, *args, overlap: bool = False, fragment: int | None = None,
              info: dict | None = None, **kwargs) -> Work:
         """Run one collective (launched in the background if ``overlap``) and log it as a SyncEvent."""
-        sent = self.comm.meter.bytes_sent.clone()
-        start = self.comm.clock
-        if overlap:
-            work = self.comm.start(collective.__name__, *args, **kwargs)
-        else:
-            work = collective(*args, **kwargs)
-        per_worker = self.comm.meter.bytes_sent - sent
-        self._append(SyncEvent(self.steps, kind, float(per_worker.max()), work.start_time if overlap else start,
-                               work.finish_time, fragment, dict(info or {})))
+        sent, start = self.comm.meter.bytes_sent.clone(), self.comm.clock
+        work = self.comm.start(collective.__name__, *args, **kwargs) if overlap else collective(*args, **kwargs)
+        self._record(kind, sent, work.start_time if overlap else start, work.finish_time, fragment, info)
         return work
 
     def _logged(self, kind: str, action: Callable[[], object], info: dict | None = None):
         """Run ``action`` (any number of collectives), log it as one SyncEvent and return its result."""
-        sent = self.comm.meter.bytes_sent.clone()
-        start = self.comm.clock
+        sent, start = self.comm.meter.bytes_sent.clone(), self.comm.clock
         result = action()
-        per_worker = self.comm.meter.bytes_sent - sent
-        self._append(SyncEvent(self.steps, kind, float(per_worker.max()), start, self.comm.clock, None,
-                               dict(info or {})))
+        self._record(kind, sent, start, self.comm.clock, None, info)
         return result
+
+    def _record(self, kind: str, sent: torch.Tensor, start: float, finish: float, fragment: int | None,
+                info: dict | None) -> None:
+        """Log a SyncEvent whose bytes are the most one local worker sent since the meter read ``sent``."""
+        per_worker = self.comm.meter.bytes_sent - sent
+        self._append(SyncEvent(self.steps, kind, float(per_worker.max()), start, finish, fragment, dict(info or {})))
 
     def _append(self, event: SyncEvent) -> None:
         self.events.append(event)

@@ -118,9 +118,7 @@ def compressed_allreduce_1bit(comm: Communicator, x: torch.Tensor, worker_error:
 
     # stage 2: the owners send their compressed chunk back to everyone (the shorter last one padded)
     headers = [SIGN.compress(torch.zeros(stop - start, dtype=x.dtype)).header for start, stop in bounds]
-    packed = Payload.pack_rows(chunks, pad=True)
-    width = max(-(-h.bits // 8) for h in headers)
-    packed = torch.nn.functional.pad(packed, (0, width - packed.shape[1]))
+    packed = Payload.pack_rows(chunks, width=max(h.nbytes for h in headers))
     received = Payload.unpack_rows(comm.all_gather(packed.to(comm.device)).wait(), headers)
     mean = torch.cat([SIGN.decompress(chunk).to(x.device) for chunk in received])
     return mean.expand(L, d)

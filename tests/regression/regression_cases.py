@@ -70,8 +70,7 @@ def per_step(make, steps: int = STEPS, n: int = N) -> dict:
     for _ in range(steps):
         method.step(gradients(params.detach()))
         iterates.append(params.detach().clone())
-    if hasattr(method, "finish"):
-        method.finish()
+    method.finish()
     iterates.append(params.detach().clone())
     return trace_of(comm, iterates)
 

@@ -264,3 +264,15 @@ def test_error_bound_is_the_stated_constant():
     assert Identity().error_bound(100) == 0.0
     assert Sign().error_bound(100) is None
 
+
+
+def test_pack_rows_pads_to_a_width_and_unpack_rows_reads_each_row_by_its_header():
+    small, large = TopK(k=1).compress(torch.tensor([0.0, 3.0, 1.0])), TopK(k=2).compress(torch.tensor([0.0, 3.0, 1.0]))
+    with pytest.raises(ValueError, match="differ in size"):
+        Payload.pack_rows([small, large])
+    rows = Payload.pack_rows([small, large], width=large.header.nbytes + 1)
+    assert rows.shape == (2, large.header.nbytes + 1) and small.header.nbytes < large.header.nbytes
+    back = Payload.unpack_rows(rows, [small.header, large.header])
+    assert [TopK(k=1).decompress(back[0]).tolist(), TopK(k=2).decompress(back[1]).tolist()] == [[0, 3, 0], [0, 3, 1]]
+    with pytest.raises(ValueError, match="shorter than a payload"):
+        Payload.pack_rows([small, large], width=1)
