@@ -5,11 +5,17 @@ and calls :meth:`Claims.report`. ``report`` shows a pass/fail table, emits a mac
 record (MIME type :data:`MIME`) that ``commlab run`` reads back from the executed notebook, and
 raises :class:`ClaimsFailed` when a *blocking* claim that applies to the profile failed.
 
+Every claim has a *kind* (:data:`KINDS`, ``../shared/design.md`` "Claims"): ``headline`` is the
+paper's main claim as its brief states it (at least one per notebook), ``supporting`` a secondary
+result, ``check`` a guard that the experiment is valid (equal budgets, a sampler's rate), reported
+apart and never counted as a reproduced claim. A statement that holds by construction is a unit test
+of the library, not a claim.
+
 Example::
 
     claims = Claims(profile)
-    claims.add("ef21w-speedup", "EF21-W converges faster than EF21 (Fig. 1)",
-               measured=speedup, op=">=", threshold=2.0, source="Fig. 1")
+    claims.add("ef21w-speedup", "EF21-W converges faster than EF21 (Fig. 1)", kind="headline",
+               measured=speedup, op=">=", threshold=2.0, source="Fig. 1", paper="about 2x")
     claims.report()
 """
 
@@ -27,6 +33,8 @@ from dataclasses import dataclass
 from commlab.lab.paths import PROFILES
 
 MIME = "application/vnd.commlab.claims+json"
+KINDS = ("headline", "supporting", "check")
+"""The kinds of claim, in the order the scoreboard shows them."""
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 _OPS = {
@@ -84,6 +92,8 @@ class Claim:
     blocking: bool
     profiles: tuple[str, ...]
     status: str
+    kind: str
+    paper: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -100,10 +110,12 @@ class Claim:
         """The claim as stored in ``summary.json``."""
         return {
             "id": self.id,
+            "kind": self.kind,
             "statement": self.statement,
             "source": self.source,
             "measured": self.measured,
             "expected": self.expected,
+            "paper": self.paper,
             "passed": self.passed,
             "status": self.status,
             "blocking": self.blocking,
@@ -120,23 +132,28 @@ class Claims:
         self.profile = profile
         self.claims: list[Claim] = []
 
-    def add(self, id: str, statement: str, *, measured, op: str, threshold, source: str = "",
-            blocking: bool = True, profiles: Sequence[str] = ("quick", "full")) -> Claim:
+    def add(self, id: str, statement: str, *, kind: str, measured, op: str, threshold, source: str = "",
+            paper: str | float | None = None, blocking: bool = True,
+            profiles: Sequence[str] = ("quick", "full")) -> Claim:
         """Check ``measured <op> threshold`` and record the outcome.
 
         Args:
             id: short unique slug, e.g. ``"dgc-accuracy-gap"``.
             statement: the paper's claim in one line.
+            kind: ``"headline"``, ``"supporting"`` or ``"check"`` (:data:`KINDS`); no default, so that
+                every claim says which it is.
             measured: the measured value (number, bool, or string for ``==``/``!=``).
             op: one of ``> >= < <= == != in``; ``in`` takes ``threshold=(low, high)``, inclusive.
             threshold: fixed before the run.
             source: where the paper makes the claim (figure, table, abstract).
+            paper: the paper's own number for what ``measured`` measures, where the brief gives one
+                (e.g. ``"270x"`` or ``0.5``); shown beside the measured value in ``RESULTS.md``.
             blocking: a failing non-blocking claim is reported but does not raise.
             profiles: the profiles the claim applies to (names from :data:`PROFILES`); in others it
                 is recorded as ``skip``, and its measured value may be a placeholder such as NaN.
 
         Raises:
-            ValueError: a bad id or one used twice, an unknown op or profile name, a threshold that
+            ValueError: a bad id or one used twice, an unknown kind, op or profile name, a threshold that
                 does not fit the op, or a NaN measured value in a profile the claim applies to (a
                 NaN is not a measurement: the experiment broke, and that is an error, not a fail).
         """
@@ -146,6 +163,10 @@ class Claims:
             raise ValueError(f"claim id {id!r} is used twice")
         if not isinstance(statement, str) or not statement.strip():
             raise ValueError(f"claim {id!r}: statement must be a non-empty string")
+        if kind not in KINDS:
+            raise ValueError(f"claim {id!r}: kind must be one of {KINDS}, got {kind!r}")
+        if paper is not None and (isinstance(paper, bool) or not isinstance(paper, str | numbers.Real)):
+            raise ValueError(f"claim {id!r}: paper must be the paper's number as a string or a number, got {paper!r}")
         if op not in _OPS:
             raise ValueError(f"claim {id!r}: op must be one of {sorted(_OPS)}, got {op!r}")
         if op == "in":
@@ -176,7 +197,8 @@ class Claims:
                 status = "pass" if _OPS[op](measured, threshold) else "fail"
             except TypeError as error:
                 raise TypeError(f"claim {id!r}: cannot compare measured {measured!r} {op} {threshold!r}") from error
-        claim = Claim(id, statement, source, measured, op, threshold, bool(blocking), tuple(profiles), status)
+        claim = Claim(id, statement, source, measured, op, threshold, bool(blocking), tuple(profiles), status,
+                      kind, None if paper is None else str(paper))
         self.claims.append(claim)
         return claim
 
@@ -194,9 +216,9 @@ class Claims:
 
     def table(self) -> str:
         """A plain-text pass/fail table."""
-        rows = [("id", "status", "measured", "expected", "blocking")]
-        rows += [(c.id, c.status.upper(), _short(c.measured), c.expected, "yes" if c.blocking else "no")
-                 for c in self.claims]
+        rows = [("id", "kind", "status", "measured", "expected", "paper", "blocking")]
+        rows += [(c.id, c.kind, c.status.upper(), _short(c.measured), c.expected, c.paper or "",
+                  "yes" if c.blocking else "no") for c in self._ordered()]
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                          for row in rows)
@@ -204,20 +226,28 @@ class Claims:
     def _html(self) -> str:
         colours = {"pass": "#1a7f37", "fail": "#cf222e", "skip": "#6e7781"}
         body = "".join(
-            f"<tr><td><code>{html.escape(c.id)}</code></td>"
+            f"<tr><td><code>{html.escape(c.id)}</code></td><td>{c.kind}</td>"
             f"<td style='color:{colours[c.status]};font-weight:bold'>{c.status.upper()}</td>"
             f"<td>{html.escape(c.statement)}</td><td>{html.escape(_short(c.measured))}</td>"
-            f"<td>{html.escape(c.expected)}</td><td>{'yes' if c.blocking else 'no'}</td></tr>"
-            for c in self.claims
+            f"<td>{html.escape(c.expected)}</td><td>{html.escape(c.paper or '')}</td>"
+            f"<td>{'yes' if c.blocking else 'no'}</td></tr>"
+            for c in self._ordered()
         )
-        head = "".join(f"<th>{h}</th>" for h in ("id", "status", "claim", "measured", "expected", "blocking"))
+        head = "".join(f"<th>{h}</th>" for h in ("id", "kind", "status", "claim", "measured", "expected", "paper",
+                                                  "blocking"))
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def _ordered(self) -> list[Claim]:
+        """Headlines first, then supporting claims, then checks (each in the order added)."""
+        return sorted(self.claims, key=lambda c: KINDS.index(c.kind))
 
     def report(self) -> None:
         """Show the table, emit the record for the runner, and raise :class:`ClaimsFailed` if a
-        blocking claim failed."""
+        blocking claim failed (``ValueError`` when there is no claim or no headline claim)."""
         if not self.claims:
             raise ValueError("no claims were added: a notebook must check at least one claim")
+        if not any(c.kind == "headline" for c in self.claims):
+            raise ValueError("no headline claim: a notebook states its paper's main claim with kind='headline'")
         bundle = {MIME: self.record(), "text/plain": self.table(), "text/html": self._html()}
         try:
             from IPython import get_ipython
