@@ -87,6 +87,32 @@ def test_row_stochastic_mixing_does_not_preserve_the_mean():
     assert torch.allclose(SimComm(n).mix(x, ring(n)).wait().mean(0), x.mean(0))  # ring is doubly stochastic
 
 
+
+@pytest.mark.parametrize("schedule", [Schedule.single_merge(16, r=0.2), Schedule.window(0.2, 15.0, 0.1, 0.1),
+                                      Schedule.window(0.2, 15.0, 0.8, 0.1)])
+def test_every_scheduled_round_gossips_with_a_row_stochastic_matrix(schedule):
+    # the single-merge notebook's schedules (N = 16, 80 rounds, r = 0.2 and dense windows): every matrix the
+    # method hands to comm.mix has rows summing to one (1e-12), non-negative entries and a positive diagonal
+    n, rounds, seen = 16, 80, []
+
+    class Recording(SimComm):
+        def mix(self, x, weights):
+            seen.append(torch.as_tensor(weights, dtype=torch.float64))
+            return super().mix(x, weights)
+
+    def grad_fn(x, step, ranks):
+        return torch.zeros(n), torch.zeros_like(x)
+
+    dsgd(Recording(n), torch.zeros(n, 3, dtype=torch.float64), grad_fn, rounds=rounds, local_steps=1, lr=0.1,
+         schedule=schedule, seed=3)
+    r = schedule.per_round(rounds)
+    assert len(seen) == sum(v > 0 for v in r) > 0
+    assert any(v == n - 1 for v in r)  # the dense rounds are complete graphs
+    for W in seen:
+        assert float((W.sum(dim=1) - 1).abs().max()) <= 1e-12
+        assert (W >= 0).all() and (W.diagonal() > 0).all()
+    assert any(float((W.sum(dim=0) - 1).abs().max()) > 0.1 for W in seen)  # and not doubly stochastic
+
 # -- schedules and budgets ----------------------------------------------------------------------------
 
 
