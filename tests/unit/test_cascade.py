@@ -116,3 +116,17 @@ def test_cascade_rejects_bad_configuration():
         cc.WindowCascade([0.5], 0.1, [1, 0])
     with pytest.raises(ValueError, match="members"):
         cc.WindowCascade([0.5], 0.1, [1, 1]).run([lambda i: None], 3)
+
+
+def test_wider_windows_forward_a_superset_of_samples():
+    # Moved from the notebook's former claim `window-monotone-passed`: the window |s - tau| < delta is
+    # nested in delta, so a wider window forwards every sample a narrower one does, and its passed share
+    # and MACs never fall.
+    probs, members, _ = _members(n=2000)
+    tau = float(np.quantile(probs[0].max(1), 0.2))
+    results = [cc.WindowCascade([tau], d, [1.0, 1.0]).run(members[:2], 2000) for d in (0.0, 0.02, 0.05, 0.1, 0.2)]
+    for narrow, wide in zip(results[:-1], results[1:]):
+        assert np.all(wide.exit_stage >= narrow.exit_stage)
+        assert wide.passed_fraction() >= narrow.passed_fraction()
+        assert wide.macs_per_sample >= narrow.macs_per_sample
+    assert results[-1].passed_fraction() > results[1].passed_fraction() > 0.0
