@@ -125,7 +125,7 @@ def test_wider_windows_forward_a_superset_of_samples():
     probs, members, _ = _members(n=2000)
     tau = float(np.quantile(probs[0].max(1), 0.2))
     results = [cc.WindowCascade([tau], d, [1.0, 1.0]).run(members[:2], 2000) for d in (0.0, 0.02, 0.05, 0.1, 0.2)]
-    for narrow, wide in zip(results[:-1], results[1:]):
+    for narrow, wide in zip(results[:-1], results[1:], strict=True):
         assert np.all(wide.exit_stage >= narrow.exit_stage)
         assert wide.passed_fraction() >= narrow.passed_fraction()
         assert wide.macs_per_sample >= narrow.macs_per_sample
