@@ -1,7 +1,8 @@
 """``commlab run | list | report`` — the lab's command line.
 
-* ``commlab run [PATTERN ...] [--profile quick|full] [--jobs N] [--out DIR] [--timeout S] [-p NAME VALUE ...]``
-  executes matching notebooks headlessly and writes ``DIR/summary.json`` and ``DIR/summary.md``;
+* ``commlab run [PATTERN ...] [--profile quick|full] [--seeds 0-4] [--jobs N] [--out DIR] [--timeout S]
+  [-p NAME VALUE ...]`` executes matching notebooks headlessly (once per seed with ``--seeds``; ``0-4``,
+  ``0,3,7`` or ``0-2,9``) and writes ``DIR/summary.json`` and ``DIR/summary.md``;
   exit status 1 when a notebook errored or timed out or a blocking claim failed, 2 for bad input
   (checked before any kernel starts) or when another run writes into ``DIR``, 130 / 143 when
   stopped by SIGINT / SIGTERM.
@@ -38,6 +39,20 @@ def _value(text: str):
         return text
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: ``"0-4"`` → ``[0, 1, 2, 3, 4]``, ``"0,3,7"``, ``"0-2,9"``; ``ValueError`` otherwise."""
+    seeds = []
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise ValueError(f"--seeds takes non-negative integers and ranges like 0-4 or 0,3,7; got {text!r}")
+        low, high = int(low), int(high) if dash else int(low)
+        if high < low:
+            raise ValueError(f"--seeds: the range {part.strip()!r} ends before it starts")
+        seeds += range(low, high + 1)
+    return seeds
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="commlab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,7 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("patterns", nargs="*", metavar="PATTERN",
                      help="notebook path, glob over <area>/<slug> or substring (default: all)")
     run.add_argument("--profile", choices=PROFILES, default="quick")
-    run.add_argument("--jobs", type=int, default=None, help="notebooks at once (default: number of cores)")
+    run.add_argument("--seeds", default=None, metavar="SEEDS",
+                     help="run every notebook once per seed and report pass counts and ranges per claim "
+                          "(0-4, 0,3,7 or 0-2,9)")
+    run.add_argument("--jobs", type=int, default=None, help="runs at once (default: number of cores)")
     run.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<profile>/)")
     run.add_argument("--timeout", type=float, default=None,
                      help="wall-clock seconds per notebook (default: 600 quick, 14400 full)")
@@ -88,8 +106,9 @@ def _run(args, notebooks_dir: Path) -> int:
     _warn_unreadable(selected)
     out_dir = args.out or runs_dir(args.profile, project_root())
     timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT[args.profile]
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     summary = runner.run(selected, profile=args.profile, out_dir=out_dir, jobs=args.jobs, timeout=timeout,
-                         params=params, progress=not args.no_progress)
+                         params=params, seeds=seeds, progress=not args.no_progress)
     print(summaries.markdown(summary))
     print(f"summary: {Path(out_dir) / 'summary.md'}")
     if summary["interrupted"]:

@@ -1,4 +1,4 @@
-"""What a person watching ``commlab run`` sees: which notebooks are running now, for how long.
+"""What a person watching ``commlab run`` sees: which notebooks (and seeds) are running now, for how long.
 
 On a terminal a progress bar whose postfix names every running notebook with its elapsed seconds,
 redrawn every :data:`REFRESH_S` seconds. Elsewhere (a CI log, a pipe) one line when a notebook
@@ -20,7 +20,7 @@ def _running(running: dict[str, float], now: float) -> str:
 
 
 class Progress:
-    """Progress of a batch of ``total`` notebooks; ``enabled=False`` shows nothing."""
+    """Progress of a batch of ``total`` runs (notebooks × seeds); ``enabled=False`` shows nothing."""
 
     def __init__(self, total: int, *, enabled: bool = True, stream=None):
         self.total, self.enabled = total, enabled
@@ -31,7 +31,7 @@ class Progress:
         if enabled and self.stream.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit="notebook", desc="notebooks", file=self.stream,
+            self._bar = tqdm(total=total, unit="run", desc="notebook runs", file=self.stream,
                              dynamic_ncols=True)
 
     def _line(self, text: str) -> None:
@@ -41,15 +41,15 @@ class Progress:
         if self.enabled and self._bar is None:
             self._line(f"started {key}")
 
-    def done(self, entry: dict) -> None:
+    def done(self, key: str, status: str, seconds: float) -> None:
+        """A run named ``key`` (``<area>/<slug>`` [``seed <k>``]) finished with ``status`` after ``seconds``."""
         self.finished += 1
         if not self.enabled:
             return
-        key = entry["path"].removeprefix("notebooks/").removesuffix(".ipynb")
         if self._bar is not None:
             self._bar.update()
         else:
-            self._line(f"{entry['status']} {key} ({entry['seconds']:.0f} s)")
+            self._line(f"{status} {key} ({seconds:.0f} s)")
 
     def tick(self, running: dict[str, float]) -> None:
         """Called often by the runner with ``{key: start time (monotonic)}`` of the running notebooks."""

@@ -2,8 +2,10 @@
 
 Each notebook runs in its own child process (:mod:`commlab.lab.execute`), in a session of its own,
 with its own folder as working directory and its share of the cores; the executed copy goes to
-``out_dir/<area>/<slug>.ipynb`` with a log beside it. A notebook that errors or times out never stops
-the others. After every finished notebook, ``summary.json`` and ``summary.md`` are rewritten
+``out_dir/<area>/<slug>.ipynb`` with a log beside it. With ``seeds``, each notebook runs once per seed
+(``out_dir/seed-<k>/<area>/<slug>.ipynb``, its quick figures under ``out_dir/seed-<k>/figures/``),
+and its summary entry combines the runs (:func:`commlab.lab.summary.combine`). A notebook that errors
+or times out never stops the others. After every finished notebook, ``summary.json`` and ``summary.md`` are rewritten
 atomically. One batch at a time writes into an output folder (:mod:`commlab.lab.lock`).
 
 SIGINT (Ctrl-C) or SIGTERM stops the batch: no queued notebook starts, every running executor and
@@ -15,6 +17,7 @@ A notebook's ``status`` is one of :data:`STATUSES`.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -30,7 +33,7 @@ import psutil
 from commlab.lab import summary as summaries
 from commlab.lab.claims import MIME
 from commlab.lab.lock import RunLock
-from commlab.lab.notebooks import NotebookInfo, check_parameters, read_cells
+from commlab.lab.notebooks import NotebookInfo, check_parameters, parameters, read_cells
 from commlab.lab.paths import git_commit
 from commlab.lab.progress import Progress
 
@@ -139,44 +142,54 @@ class Batch:
         kill_trees(pids)
 
 
-def _entry(nb: NotebookInfo, params: dict, *, status: str, seconds: float = 0.0,
-           error: str | None = None, attempts: int = 0, record: dict | None = None) -> dict:
-    """A notebook's ``summary.json`` entry; ``record`` is the claims record read back, if any."""
+def _task_key(nb: NotebookInfo, seed: int | None) -> str:
+    """How the progress display and the batch name one run: ``<area>/<slug>`` [`` seed <k>``]."""
+    return nb.key if seed is None else f"{nb.key} seed {seed}"
+
+
+def _run_dir(out_dir: Path, seed: int | None) -> Path:
+    """The folder a run writes into: ``out_dir``, or ``out_dir/seed-<k>`` for a run of a seed sweep."""
+    return out_dir if seed is None else out_dir / f"seed-{seed}"
+
+
+def _run_record(seed: int | None, out_dir: Path, executed: Path, *, status: str, seconds: float = 0.0,
+                error: str | None = None, attempts: int = 0, record: dict | None = None) -> dict:
+    """One run of one notebook as ``summary.json`` keeps it under ``runs``; ``record`` is the claims
+    record read back from the executed notebook, if any."""
     record = record or {}
-    return {
-        "path": nb.display_path,
-        "title": nb.title,
-        "area": nb.area,
-        "tier": nb.tier,
-        "parameters": params,
-        "status": status,
-        "seconds": seconds,
-        "cpu_seconds": record.get("cpu_seconds"),
-        "error": error,
-        "attempts": attempts,
-        "executed": nb.rel,
-        "claims": record.get("claims", []),
-    }
+    return {"seed": seed, "status": status, "seconds": seconds, "cpu_seconds": record.get("cpu_seconds"),
+            "error": error, "attempts": attempts, "executed": executed.relative_to(out_dir).as_posix(),
+            "claims": record.get("claims", [])}
+
+
+def _entry(nb: NotebookInfo, params: dict, runs: list[dict]) -> dict:
+    """A notebook's ``summary.json`` entry: its runs (one per seed) and what they add up to."""
+    return {"path": nb.display_path, "title": nb.title, "area": nb.area, "tier": nb.tier,
+            "parameters": params, **summaries.combine(runs)}
 
 
 def run_one(nb: NotebookInfo, *, out_dir: Path, timeout: float, params: dict, threads: int,
-            batch: Batch | None = None, progress: Progress | None = None) -> dict:
-    """Execute one notebook and return its ``summary.json`` entry.
+            seed: int | None = None, batch: Batch | None = None, progress: Progress | None = None) -> dict:
+    """Execute one notebook once and return the record of that run (see :func:`_run_record`).
 
-    ``params`` are the ``-p`` overrides; ``params["profile"]`` is passed too but not recorded as one.
+    ``params`` are passed to the notebook (with ``profile``); ``seed``, when given, is passed as its
+    ``seed`` parameter and the run writes into ``out_dir/seed-<seed>/``.
     """
     batch = batch or Batch()
-    overrides = {name: value for name, value in params.items() if name != "profile"}
+    folder = _run_dir(out_dir, seed)
+    executed = folder / nb.rel
     if nb.error is not None:
-        return _entry(nb, overrides, status="error", error=nb.error)
-    executed = out_dir / nb.rel
+        return _run_record(seed, out_dir, executed, status="error", error=nb.error)
+    if seed is not None:
+        params = {**params, "seed": seed}
+    key = _task_key(nb, seed)
     log = executed.with_suffix(".log")
     result_file = executed.with_suffix(".result.json")
     executed.parent.mkdir(parents=True, exist_ok=True)
     executed.unlink(missing_ok=True)  # never read back claims of an earlier run
     env = dict(os.environ)
     env.update({name: str(threads) for name in THREAD_VARIABLES})
-    env.update(COMMLAB_RUN_DIR=str(out_dir), PYTHONUNBUFFERED="1")
+    env.update(COMMLAB_RUN_DIR=str(folder), PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "commlab.lab.execute", str(nb.path), str(executed),
                "--cwd", str(nb.path.parent), "--parameters", json.dumps(params), "--result", str(result_file)]
     start = time.monotonic()
@@ -186,13 +199,14 @@ def run_one(nb: NotebookInfo, *, out_dir: Path, timeout: float, params: dict, th
         with open(log, "w" if attempts == 1 else "a", encoding="utf-8") as handle:
             handle.write(f"--- attempt {attempts}: {' '.join(command)}\n")
             handle.flush()
-            proc = batch.start(nb.key, command, env=env, stdout=handle, stderr=subprocess.STDOUT,
+            proc = batch.start(key, command, env=env, stdout=handle, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)
             if proc is None:
-                return _entry(nb, overrides, status="not_started" if attempts == 1 else "interrupted",
-                              seconds=round(time.monotonic() - start, 2), attempts=attempts - 1)
+                return _run_record(seed, out_dir, executed,
+                                   status="not_started" if attempts == 1 else "interrupted",
+                                   seconds=round(time.monotonic() - start, 2), attempts=attempts - 1)
             if attempts == 1 and progress is not None:
-                progress.started(nb.key)
+                progress.started(key)
             try:
                 proc.wait(timeout=max(1.0, timeout - (time.monotonic() - start)))
             except subprocess.TimeoutExpired:
@@ -200,7 +214,7 @@ def run_one(nb: NotebookInfo, *, out_dir: Path, timeout: float, params: dict, th
                 status, error = "timeout", f"timed out after {timeout:g} s{_while_running(executed)}"
                 break
             finally:
-                batch.finished(nb.key)
+                batch.finished(key)
         try:
             outcome = json.loads(result_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -222,8 +236,8 @@ def run_one(nb: NotebookInfo, *, out_dir: Path, timeout: float, params: dict, th
         else:
             status, error = "error", outcome["error"]
         break
-    return _entry(nb, overrides, status=status, error=error, attempts=attempts,
-                  seconds=round(time.monotonic() - start, 2), record=read_claims(executed))
+    return _run_record(seed, out_dir, executed, status=status, error=error, attempts=attempts,
+                       seconds=round(time.monotonic() - start, 2), record=read_claims(executed))
 
 
 def _prepare(out_dir: Path) -> Path:
@@ -240,7 +254,8 @@ def _prepare(out_dir: Path) -> Path:
 
 
 def run(notebooks: list[NotebookInfo], *, profile: str = "quick", out_dir: Path, jobs: int | None = None,
-        timeout: float = 1800.0, params: dict | None = None, progress: bool = True) -> dict:
+        timeout: float = 1800.0, params: dict | None = None, seeds: list[int] | None = None,
+        progress: bool = True) -> dict:
     """Execute ``notebooks`` and return the summary (also written to ``out_dir``).
 
     Args:
@@ -248,11 +263,12 @@ def run(notebooks: list[NotebookInfo], *, profile: str = "quick", out_dir: Path,
         profile: passed to every notebook as the ``profile`` parameter.
         out_dir: where executed copies, logs, figures of quick runs and the summaries go; it must
             be writable and no other batch may be writing into it.
-        jobs: notebooks run at once (default: the number of cores); each gets
-            ``max(1, cores // jobs)`` threads.
+        jobs: runs at once (default: the number of cores); each gets ``max(1, cores // jobs)`` threads.
         timeout: wall-clock seconds allowed per notebook.
         params: extra parameters; every name must exist in each notebook's ``parameters`` cell and
             every value must have the type of its literal there (checked before anything runs).
+        seeds: run every notebook once per seed (its ``seed`` parameter; distinct non-negative
+            integers); None runs each once with the seed its parameters cell sets.
         progress: show which notebooks are running (:mod:`commlab.lab.progress`).
 
     Raises:
@@ -265,46 +281,85 @@ def run(notebooks: list[NotebookInfo], *, profile: str = "quick", out_dir: Path,
         raise ValueError("no notebooks to run")
     if "profile" in params:
         raise ValueError("pass the profile with --profile, not as a parameter")
+    if seeds is not None:
+        seeds = check_seeds(seeds)
+        if "seed" in params:
+            raise ValueError("pass the seeds with --seeds or the seed with -p seed, not both")
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if not timeout > 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-    check_parameters(notebooks, params)
+    check_parameters(notebooks, params if seeds is None else {**params, "seed": seeds[0]})
     out_dir = _prepare(out_dir)
     with RunLock(out_dir):
         return _run_batch(notebooks, profile=profile, out_dir=out_dir, jobs=jobs, timeout=timeout,
-                          params=params, progress=progress)
+                          params=params, seeds=seeds, progress=progress)
 
 
-def _run_batch(notebooks, *, profile, out_dir, jobs, timeout, params, progress) -> dict:
+def check_seeds(seeds) -> list[int]:
+    """``seeds`` as a list of distinct non-negative integers in the order given, or a ``ValueError``."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    if bad:
+        raise ValueError(f"seeds must be non-negative integers, got {bad}")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ValueError(f"seeds must be distinct; listed more than once: {repeated}")
+    return seeds
+
+
+def _seed_used(nb: NotebookInfo, params: dict) -> int | None:
+    """The seed a run without ``seeds`` used: ``-p seed``, else the literal in the notebook's
+    ``parameters`` cell (None when it has none or it is not an integer literal)."""
+    if "seed" in params:
+        return params["seed"]
+    if nb.error is not None:
+        return None
+    try:
+        seed = ast.literal_eval(parameters(nb.path).get("seed", "None"))
+    except (ValueError, SyntaxError):
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def _run_batch(notebooks, *, profile, out_dir, jobs, timeout, params, seeds, progress) -> dict:
+    tasks = [(nb, seed) for nb in notebooks for seed in (seeds or [None])]
     cores = available_cores()
-    jobs = min(jobs or cores, len(notebooks))
+    jobs = min(jobs or cores, len(tasks))
     threads = max(1, cores // jobs)
     summary = {"profile": profile, "commit": git_commit(), "jobs": jobs, "threads_per_job": threads,
-               "selected": len(notebooks), "interrupted": None, "notebooks": []}
+               "selected": len(notebooks), "seeds": seeds, "interrupted": None, "notebooks": []}
+    runs: dict[str, list[dict]] = {}
     summaries.write(summary, out_dir)
     batch = Batch()
     watching = threading.current_thread() is threading.main_thread()
     previous = {signum: signal.signal(signum, batch.request_stop) for signum in (signal.SIGINT, signal.SIGTERM)
                 } if watching else {}
-    display = Progress(len(notebooks), enabled=progress)
+    display = Progress(len(tasks), enabled=progress)
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             pending = {pool.submit(run_one, nb, out_dir=out_dir, timeout=timeout,
-                                   params={"profile": profile, **params}, threads=threads,
-                                   batch=batch, progress=display): nb
-                       for nb in notebooks}
+                                   params={"profile": profile, **params}, threads=threads, seed=seed,
+                                   batch=batch, progress=display): (nb, seed)
+                       for nb, seed in tasks}
             while pending:
                 done, _ = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
                 for future in done:
-                    nb = pending.pop(future)
-                    entry = (_entry(nb, params, status="not_started") if future.cancelled()
-                             else future.result())
-                    summary["notebooks"].append(entry)
-                    summary["notebooks"].sort(key=lambda e: e["path"])
+                    nb, seed = pending.pop(future)
+                    record = (_run_record(seed, out_dir, _run_dir(out_dir, seed) / nb.rel, status="not_started")
+                              if future.cancelled() else future.result())
+                    if seed is None:
+                        record["seed"] = _seed_used(nb, params)
+                    runs.setdefault(nb.display_path, []).append(record)
+                    order = {seed: i for i, seed in enumerate(seeds or [])}
+                    summary["notebooks"] = [
+                        _entry(n, params, sorted(runs[n.display_path], key=lambda r: order.get(r["seed"], 0)))
+                        for n in sorted(notebooks, key=lambda n: n.display_path) if n.display_path in runs]
                     summaries.write(summary, out_dir)
-                    if entry["status"] != "not_started":
-                        display.done(entry)
+                    if record["status"] != "not_started":
+                        display.done(_task_key(nb, seed), record["status"], record["seconds"])
                 if batch.stop.is_set():
                     if summary["interrupted"] is None:
                         summary["interrupted"] = signal.Signals(batch.signal).name

@@ -2,12 +2,17 @@
 
 ``summary.json`` has the shape other tools read::
 
-    {"profile": str, "selected": int, "interrupted": null | "SIGINT" | "SIGTERM",
+    {"profile": str, "selected": int, "seeds": [int] | null, "interrupted": null | "SIGINT" | "SIGTERM",
      "notebooks": [{"path": "notebooks/<area>/<slug>.ipynb", "status": one of runner.STATUSES,
-      "seconds": float, "error": str | null, "parameters": {name: value set with -p},
-      "claims": [{"id", "statement", "measured", "expected", "passed", "status", "blocking", ...}]}]}
+      "seeds": [int | null], "seconds": float, "error": str | null, "parameters": {name: value set with -p},
+      "claims": [{"id", "kind", "statement", "measured", "expected", "paper", "passed", "status",
+                  "blocking", "seeds_run", "seeds_passed", "spread", "per_seed", ...}],
+      "runs": [{"seed", "status", "seconds", "cpu_seconds", "error", "attempts", "executed", "claims"}]}]}
 
-plus informative extras (commit, jobs, cpu_seconds, title, tier, ...).
+plus informative extras (commit, jobs, cpu_seconds, title, tier, ...). A notebook's ``claims`` combine
+its runs (:func:`combine`): a claim passes when it passed on every seed it was evaluated on, its
+``measured`` is the median over seeds (the value itself for one seed or a non-number), ``spread`` is
+``{"min", "median", "max"}`` of the numeric values, and ``per_seed`` keeps each run's value.
 
 ``RESULTS.md`` is written from a summary by :func:`write_results`, together with ``RESULTS.json``
 beside it (the entries it shows, each with the commit and profile of its batch), so that a later
@@ -22,10 +27,79 @@ import subprocess
 from pathlib import Path
 
 from commlab._files import atomic_write_text
+from commlab.lab.claims import KINDS
+
+SEVERITY = ("ok", "claims_failed", "error", "timeout", "interrupted", "not_started")
+"""Run statuses from best to worst; a notebook run over several seeds has its worst run's status
+(``not_started`` beside finished runs counts as ``interrupted``)."""
 
 LABELS = {"ok": "ok", "claims_failed": "claims failed", "error": "error", "timeout": "timeout",
           "interrupted": "interrupted", "not_started": "not started"}
 """How each status is written in ``summary.md`` and ``RESULTS.md``."""
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def combine_claims(runs: list[dict]) -> list[dict]:
+    """One record per claim id (in the order first seen) from the claims of each run in ``runs``."""
+    by_id: dict[str, list[tuple[object, dict]]] = {}
+    for run in runs:
+        for claim in run["claims"]:
+            by_id.setdefault(claim["id"], []).append((run.get("seed"), claim))
+    combined = []
+    for seen in by_id.values():
+        evaluated = [(seed, c) for seed, c in seen if c.get("status") in ("pass", "fail")]
+        values = [c["measured"] for _, c in evaluated]
+        numbers = [v for v in values if _is_number(v)]
+        passed = sum(c.get("status") == "pass" for _, c in evaluated)
+        status = "skip" if not evaluated else "pass" if passed == len(evaluated) else "fail"
+        if len(numbers) == len(values) and len(values) > 1:
+            measured = _median(numbers)
+        else:
+            measured = values[0] if values else seen[0][1]["measured"]
+        combined.append({
+            **seen[0][1], "measured": measured, "status": status, "passed": status == "pass",
+            "seeds_run": len(evaluated), "seeds_passed": passed,
+            "spread": ({"min": min(numbers), "median": _median(numbers), "max": max(numbers)}
+                       if numbers else None),
+            "per_seed": [{"seed": seed, "measured": c["measured"], "expected": c["expected"], "status": c["status"]}
+                         for seed, c in seen]})
+    return combined
+
+
+def combine(runs: list[dict]) -> dict:
+    """What a notebook's runs (one per seed, :func:`commlab.lab.runner.run_one`) add up to: the worst
+    status, summed seconds, the errors named by seed, the combined claims, and the runs themselves."""
+    if not runs:
+        raise ValueError("combine needs at least one run")
+    statuses = {r["status"] for r in runs}
+    if "not_started" in statuses and statuses != {"not_started"}:
+        statuses = (statuses - {"not_started"}) | {"interrupted"}
+    cpu = [r["cpu_seconds"] for r in runs if r.get("cpu_seconds") is not None]
+    errors = [(r["seed"], r["error"]) for r in runs if r.get("error")]
+    if len(runs) == 1:
+        error = errors[0][1] if errors else None
+    else:
+        error = "; ".join(f"seed {seed}: {text}" for seed, text in errors) or None
+    return {
+        "seeds": [r["seed"] for r in runs],
+        "status": max(statuses, key=SEVERITY.index),
+        "seconds": round(sum(r["seconds"] for r in runs), 2),
+        "cpu_seconds": round(sum(cpu), 3) if cpu else None,
+        "error": error,
+        "attempts": max(r["attempts"] for r in runs),
+        "executed": runs[0]["executed"],
+        "claims": combine_claims(runs),
+        "runs": runs,
+    }
 
 
 def blocking_failures(entry: dict) -> list[dict]:
@@ -41,21 +115,44 @@ def failed(summary: dict) -> bool:
             or any(e["status"] != "ok" or blocking_failures(e) for e in entries))
 
 
-def _counts(entry: dict) -> tuple[int, int]:
-    applicable = [c for c in entry["claims"] if c.get("status") != "skip"]
-    return sum(c["passed"] for c in applicable), len(applicable)
+def counts(entry: dict, kind: str) -> tuple[int, int]:
+    """``(held, evaluated)`` for the claims of ``kind`` in a notebook entry: evaluated in this
+    profile, and held on every seed they were evaluated on."""
+    applicable = [c for c in entry["claims"] if c.get("status") != "skip" and c.get("kind") == kind]
+    return sum(c["status"] == "pass" for c in applicable), len(applicable)
 
 
 def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _measured(value) -> str:
+def _number(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else _cell(value)
+
+
+def measured_text(claim: dict) -> str:
+    """The measured value: ``median [min, max]`` over several seeds, else the value."""
+    spread = claim.get("spread")
+    if spread and claim.get("seeds_run", 1) > 1 and spread["min"] != spread["max"]:
+        return f"{_number(spread['median'])} [{_number(spread['min'])}, {_number(spread['max'])}]"
+    return _number(claim["measured"])
+
+
+def seeds_text(claim: dict) -> str:
+    """``passed/evaluated`` seeds, or ``-`` for a claim skipped in this profile."""
+    return "-" if claim.get("status") == "skip" else f"{claim.get('seeds_passed', int(claim['passed']))}/" \
+        f"{claim.get('seeds_run', 1)}"
 
 
 def _parameters(entry: dict) -> str:
     return ", ".join(f"{name}={value!r}" for name, value in (entry.get("parameters") or {}).items())
+
+
+def _seeds(entry: dict) -> str:
+    seeds = [s for s in entry.get("seeds") or [] if s is not None]
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds)) or "?"
 
 
 def verdict(summary: dict) -> str:
@@ -87,13 +184,15 @@ def markdown(summary: dict) -> str:
     lines += [verdict(summary), ""]
     if not entries:
         return "\n".join(lines) + "\n"
-    lines += ["| notebook | status | wall s | CPU s | claims passed | -p parameters | error |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["Claims count as held when they held on every seed run; checks guard the experiment and are "
+              "counted apart.", "",
+              "| notebook | status | seeds | wall s | CPU s | headline | supporting | checks | -p parameters | error |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
-        passed, total = _counts(e)
         cpu = "" if e.get("cpu_seconds") is None else f"{e['cpu_seconds']:.1f}"
-        lines.append(f"| `{e['path']}` | {LABELS.get(e['status'], e['status'])} | {e['seconds']:.1f} | {cpu} "
-                     f"| {passed}/{total} | {_cell(_parameters(e))} | {_cell(e['error'] or '')} |")
+        held = " | ".join("{}/{}".format(*counts(e, kind)) for kind in KINDS)
+        lines.append(f"| `{e['path']}` | {LABELS.get(e['status'], e['status'])} | {_seeds(e)} | {e['seconds']:.1f} "
+                     f"| {cpu} | {held} | {_cell(_parameters(e))} | {_cell(e['error'] or '')} |")
     problems = [e for e in entries
                 if e["status"] not in ("ok", "not_started") or any(c.get("status") == "fail" for c in e["claims"])
                 or (e["status"] == "ok" and not e["claims"])]
@@ -105,9 +204,9 @@ def markdown(summary: dict) -> str:
             lines.append("- no claims were recorded (the notebook has no `claims` cell calling `Claims.report`)")
         for c in e["claims"]:
             if c.get("status") == "fail":
-                kind = "FAIL" if c.get("blocking", True) else "not reproduced at this scale (non-blocking)"
-                lines.append(f"- `{c['id']}` {kind}: measured {_measured(c['measured'])}, "
-                             f"expected {c['expected']} — {c['statement']}")
+                verdict_ = "FAIL" if c.get("blocking", True) else "not reproduced at this scale (non-blocking)"
+                lines.append(f"- `{c['id']}` ({c.get('kind', '?')}) {verdict_}: measured {measured_text(c)}, "
+                             f"expected {c['expected']}, seeds passed {seeds_text(c)} — {c['statement']}")
     return "\n".join(lines) + "\n"
 
 
@@ -140,38 +239,91 @@ def _committed(root: Path, folder: Path) -> list[Path]:
     return sorted(root / name for name in listed.split("\0") if name.endswith(".png"))
 
 
+REPRODUCED = {"all": "reproduced", "some": "some seeds", "none": "not reproduced at this scale",
+              "skip": "not evaluated in this profile"}
+"""How ``RESULTS.md`` words a headline's outcome over the seeds it ran on."""
+
+
+def reproduction(claim: dict, seeds: int) -> str:
+    """``all``, ``some``, ``none`` (seeds on which the claim held, of the ``seeds`` the notebook ran)
+    or ``skip`` (not evaluated in this profile)."""
+    if claim.get("status") == "skip":
+        return "skip"
+    passed = claim.get("seeds_passed", int(claim.get("passed", False)))
+    return "all" if passed == seeds and claim.get("seeds_run", 1) == seeds else "some" if passed else "none"
+
+
+def _headline_cells(e: dict) -> list[str]:
+    """The headline columns of a paper's row in the leading table (several headlines joined by <br>)."""
+    headlines = [c for c in e["claims"] if c.get("kind") == "headline"]
+    if e["status"] not in ("ok", "claims_failed") or not headlines:
+        return [f"— ({LABELS.get(e['status'], e['status'])})" if e["status"] not in ("ok", "claims_failed")
+                else "— (no headline claim)", "", "", "", ""]
+    seeds = len(e.get("seeds") or [None])
+    columns = zip(*[(f"`{c['id']}`", REPRODUCED[reproduction(c, seeds)]
+                     + ("" if c.get("status") == "skip" else f" ({seeds_text(c)} seeds)"),
+                     measured_text(c), _cell(c["expected"]), _cell(c.get("paper") or "—")) for c in headlines],
+                  strict=True)
+    return ["<br>".join(column) for column in columns]
+
+
 def results_markdown(entries: list[dict], root: Path, sources: list[str]) -> str:
-    """``RESULTS.md``: per paper, claims passed/total, measured against expected, figures.
+    """``RESULTS.md``: one row per paper led by its headline (reproduced on all / some / no seeds,
+    measured beside the paper's number), supporting claims and checks counted apart; then per paper
+    every claim with its spread over seeds, and the figures.
 
     Figures are linked only where git tracks them (``figures/<area>/<slug>/``); figures that the
     batch wrote into its own run folder are named, not linked (``runs/`` is not committed).
     """
     root = Path(root).resolve()
-    lines = ["# Results", "", "Generated by `commlab report` from " + "; ".join(sources) + ".",
-             "Non-blocking claims that failed are shown as *not reproduced at this scale*.", ""]
+    lines = ["# Results", "", "Generated by `commlab report` from " + "; ".join(sources) + ".", "",
+             "Each paper is led by its **headline**: the paper's main claim as its brief states it, at our "
+             "scale. It is *reproduced* when it held on every seed run, *some seeds* when on some, *not "
+             "reproduced at this scale* when on none; the measured value is the median over seeds with "
+             "[min, max]. **Supporting** claims are the paper's secondary results. **Checks** guard the "
+             "experiment (equal budgets, a sampler's rate) and are never counted as reproduced claims. "
+             "Counts are claims that held on every seed, of those evaluated in this profile.", ""]
     if not entries:
         return "\n".join(lines + ["No notebooks were run."]) + "\n"
-    lines += ["| paper | notebook | status | claims passed |", "|---|---|---|---|"]
+    headlines = [(c, len(e.get("seeds") or [None])) for e in entries for c in e["claims"]
+                 if c.get("kind") == "headline" and c.get("status") != "skip"]
+    outcomes = [reproduction(c, seeds) for c, seeds in headlines]
+    supporting = [counts(e, "supporting") for e in entries]
+    checks = [counts(e, "check") for e in entries]
+    lines += [f"Headline claims: **{outcomes.count('all')} of {len(outcomes)} reproduced on every seed**, "
+              f"{outcomes.count('some')} on some seeds, {outcomes.count('none')} not reproduced at this scale "
+              f"({len(entries)} papers). Supporting claims held: {sum(h for h, _ in supporting)} of "
+              f"{sum(n for _, n in supporting)}. Checks held (counted apart): {sum(h for h, _ in checks)} of "
+              f"{sum(n for _, n in checks)}.", "",
+              "| paper | headline | reproduced at this scale (seeds) | measured | expected | paper's number "
+              "| supporting held | checks held | notebook |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
-        passed, total = _counts(e)
-        lines.append(f"| {_cell(e.get('title', '?'))} | `{e['path']}` | {LABELS.get(e['status'], e['status'])} "
-                     f"| {passed}/{total} |")
+        lines.append(f"| {_cell(e.get('title', '?'))} | " + " | ".join(_headline_cells(e))
+                     + " | {}/{} | {}/{} |".format(*counts(e, "supporting"), *counts(e, "check"))
+                     + f" `{e['path']}` |")
     for e in entries:
         key = e["path"].removeprefix("notebooks/").removesuffix(".ipynb")
-        origin = f"profile `{e.get('profile', '?')}`, commit `{e.get('commit', '?')}`"
+        origin = f"profile `{e.get('profile', '?')}`, commit `{e.get('commit', '?')}`" + (
+            f", seeds {_seeds(e)}" if e.get("seeds") else "")
         if e.get("parameters"):
             origin += f", -p {_parameters(e)}"
         lines += ["", f"## {e.get('title', key)}", "",
                   f"Notebook `{e['path']}` ({origin}) — status **{LABELS.get(e['status'], e['status'])}**"
                   + (f": {e['error']}" if e["error"] else "") + ".", ""]
         if e["claims"]:
-            lines += ["| claim | statement | measured | expected | result |", "|---|---|---|---|---|"]
-            for c in e["claims"]:
-                result = {"pass": "pass", "skip": "skipped (other profile)"}.get(c.get("status"), "FAIL")
-                if c.get("status") == "fail" and not c.get("blocking", True):
-                    result = "not reproduced at this scale"
-                lines.append(f"| `{c['id']}` | {_cell(c['statement'])} | {_measured(c['measured'])} "
-                             f"| {_cell(c['expected'])} | {result} |")
+            seeds = len(e.get("seeds") or [None])
+            lines += ["| claim | kind | statement | measured | expected | paper | seeds passed | result |",
+                      "|---|---|---|---|---|---|---|---|"]
+            ordered = sorted(e["claims"], key=lambda c: KINDS.index(c["kind"]) if c.get("kind") in KINDS else 3)
+            for c in ordered:
+                outcome = reproduction(c, seeds)
+                result = {"all": "pass", "skip": "skipped (other profile)"}.get(outcome, "FAIL")
+                if result == "FAIL" and not c.get("blocking", True):
+                    result = "not reproduced at this scale" if outcome == "none" else "some seeds (non-blocking)"
+                lines.append(f"| `{c['id']}` | {c.get('kind', '?')} | {_cell(c['statement'])} | {measured_text(c)} "
+                             f"| {_cell(c['expected'])} | {_cell(c.get('paper') or '')} | {seeds_text(c)} "
+                             f"| {result} |")
         else:
             lines.append("No claims recorded.")
         committed = _committed(root, root / "figures" / key)
@@ -185,7 +337,7 @@ def results_markdown(entries: list[dict], root: Path, sources: list[str]) -> str
     return "\n".join(lines) + "\n"
 
 
-_LISTED = re.compile(r"^\| .* \| `(notebooks/[^`]+\.ipynb)` \| ", re.MULTILINE)
+_LISTED = re.compile(r"^\|.* `(notebooks/[^`]+\.ipynb)` \|$", re.MULTILINE)
 
 
 def listed_notebooks(results: Path) -> list[str]:
@@ -197,16 +349,19 @@ def listed_notebooks(results: Path) -> list[str]:
 
 
 def _with_origin(summary: dict, summary_path: Path) -> list[dict]:
-    """The summary's finished entries, each stamped with its batch's profile and commit, and the
-    names of the figures it wrote into the run folder."""
-    run_figures = Path(summary_path).parent / "figures"
+    """The summary's finished entries (without their per-run records: each claim keeps its values
+    per seed), each stamped with its batch's profile and commit, and the names of the figures its
+    first run wrote into the run folder."""
+    seeds = summary.get("seeds")
+    run_figures = Path(summary_path).parent / (f"seed-{seeds[0]}" if seeds else "") / "figures"
     stamped = []
     for e in summary["notebooks"]:
         if e["status"] in ("interrupted", "not_started"):
             continue
         key = e["path"].removeprefix("notebooks/").removesuffix(".ipynb")
         names = sorted(p.stem for p in (run_figures / key).glob("*.png"))
-        stamped.append({**e, "profile": summary["profile"], "commit": summary.get("commit", "unknown"),
+        kept = {name: value for name, value in e.items() if name != "runs"}
+        stamped.append({**kept, "profile": summary["profile"], "commit": summary.get("commit", "unknown"),
                         "run_figures": names if summary["profile"] != "full" else []})
     return stamped
 

@@ -147,7 +147,8 @@ def test_an_unreadable_notebook_is_named_and_the_others_still_list(fixtures_dir,
     assert "commlab: error: notebooks/lab/truncated.ipynb is not a readable notebook" in captured.err
     assert "commlab: error: notebooks/lab/not_a_notebook.ipynb is not a valid notebook: 'cells'" in captured.err
     listed = [line.split()[0] for line in captured.out.splitlines()[1:]]
-    assert listed == ["lab/broken", "lab/failing_claim", "lab/lingering", "lab/passing", "lab/slow", "lab/threads"]
+    assert listed == ["lab/broken", "lab/failing_claim", "lab/lingering", "lab/passing", "lab/seeded", "lab/slow",
+                      "lab/threads"]
 
 
 def test_an_unreadable_notebook_is_an_error_entry_and_the_others_still_run(fixtures_dir, tmp_path, capsys):

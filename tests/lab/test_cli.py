@@ -11,7 +11,7 @@ from commlab.lab.notebooks import discover, index_markdown
 def test_list_shows_a_header_then_tier_year_and_title(fixtures_dir, capsys):
     assert cli.main(["--notebooks", str(fixtures_dir), "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1 + len(discover(fixtures_dir)) == 7
+    assert len(lines) == 1 + len(discover(fixtures_dir)) == 8
     assert lines[0].split() == ["notebook", "tier", "year", "paper"]
     assert lines[1].split() == ["lab/broken", "-", "2026", "Fixture:", "broken"]
 
@@ -61,3 +61,15 @@ def test_an_unknown_profile_is_refused_by_the_parser(capsys):
         cli.main(["run", "--profile", "medium"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'medium'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "seeds"), [("0-4", [0, 1, 2, 3, 4]), ("0,3,7", [0, 3, 7]), ("0-2,9", [0, 1, 2, 9]),
+                                             ("5", [5]), (" 1 - 2 ".replace(" ", ""), [1, 2])])
+def test_seed_lists_are_parsed_from_ranges_and_commas(text, seeds):
+    assert cli.parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize("text", ["", "a", "1-", "-3", "4-2", "1.5", "0,,1"])
+def test_malformed_seed_lists_are_a_clear_error(text):
+    with pytest.raises(ValueError, match="--seeds"):
+        cli.parse_seeds(text)

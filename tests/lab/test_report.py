@@ -11,7 +11,7 @@ from commlab.lab import summary as summaries
 
 
 def _entry(key: str, status: str = "ok", passed: bool = True) -> dict:
-    claim = {"id": "c", "statement": "s", "measured": 1.0, "expected": ">= 1", "passed": passed,
+    claim = {"id": "c", "kind": "headline", "statement": "s", "measured": 1.0, "expected": ">= 1", "passed": passed,
              "status": "pass" if passed else "fail", "blocking": True}
     return {"path": f"notebooks/{key}.ipynb", "title": key, "status": status, "seconds": 1.0, "error": None,
             "parameters": {}, "claims": [claim]}
@@ -66,7 +66,7 @@ def test_a_smaller_batch_is_refused_unless_merged_with_partial(checkout, capsys)
     text = (checkout / "RESULTS.md").read_text()
     assert summaries.listed_notebooks(checkout / "RESULTS.md") == [
         "notebooks/a/one.ipynb", "notebooks/a/two.ipynb", "notebooks/b/three.ipynb"]
-    assert "| a/two | `notebooks/a/two.ipynb` | claims failed | 1/1 |" in text
+    assert "| a/two | `c` | reproduced (1/1 seeds) | 1 | >= 1 | — | 0/0 | 0/0 | `notebooks/a/two.ipynb` |" in text
     assert "`notebooks/a/one.ipynb` (profile `quick`, commit `aaaa`)" in text
     assert "`notebooks/a/two.ipynb` (profile `quick`, commit `bbbb`)" in text
 

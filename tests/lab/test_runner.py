@@ -104,7 +104,7 @@ def test_parameters_reach_the_notebook_and_are_recorded(fixtures_dir, tmp_path):
     (claim,) = entry["claims"]
     assert claim["measured"] == 45 and claim["passed"]
     assert entry["parameters"] == {"n": 10}
-    assert "| 1/1 | n=10 |" in (tmp_path / "summary.md").read_text()
+    assert "| 1/1 | 0/0 | 0/0 | n=10 |" in (tmp_path / "summary.md").read_text()
 
 
 def test_unmatched_patterns_are_an_error(fixtures_dir):
@@ -176,9 +176,59 @@ def test_report_turns_a_summary_into_results(fixtures_dir, tmp_path, monkeypatch
     assert cli.main(["report", str(tmp_path / "run" / "summary.json"), "--out", str(results)]) == 0
     text = results.read_text()
     assert "## Fixture: failing_claim" in text
-    assert "| Fixture: failing_claim | `notebooks/lab/failing_claim.ipynb` | claims failed | 1/3 |" in text
-    assert "| `too-big` | sum(range(n)) exceeds n^2 | 4950 | > 10000 | FAIL |" in text
-    assert "not reproduced at this scale" in text
+    assert ("| Fixture: failing_claim | `holds`<br>`uncertain` | reproduced (1/1 seeds)<br>not reproduced at this "
+            "scale (0/1 seeds) | 4950<br>4950 | == 4950<br>< 0 | —<br>— | 0/1 | 0/0 | "
+            "`notebooks/lab/failing_claim.ipynb` |") in text
+    assert "| `too-big` | supporting | sum(range(n)) exceeds n^2 | 4950 | > 10000 |  | 0/1 | FAIL |" in text
+    assert "Headline claims: **1 of 2 reproduced on every seed**, 0 on some seeds, 1 not reproduced" in text
+
+
+def test_a_seed_sweep_runs_each_notebook_per_seed_and_reports_pass_counts_and_ranges(fixtures_dir, tmp_path,
+                                                                                      monkeypatch):
+    out = tmp_path / "run"
+    assert cli.main(["--notebooks", str(fixtures_dir), "run", "seeded", "--seeds", "0-2,4", "--out", str(out),
+                     "--jobs", "2", "--no-progress"]) == 0  # the claim failing on seed 4 is non-blocking
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1, 2, 4]
+    (entry,) = summary["notebooks"]
+    assert entry["status"] == "ok" and entry["seeds"] == [0, 1, 2, 4]
+    assert [(r["seed"], r["status"], r["executed"]) for r in entry["runs"]] == [
+        (k, "ok", f"seed-{k}/lab/seeded.ipynb") for k in (0, 1, 2, 4)]
+    assert all((out / r["executed"]).is_file() for r in entry["runs"])
+    claims = {c["id"]: c for c in entry["claims"]}
+    small = claims["small-seed"]
+    assert (small["kind"], small["status"], small["seeds_run"], small["seeds_passed"]) == ("headline", "fail", 4, 3)
+    assert small["spread"] == {"min": 0, "median": 1.5, "max": 4} and small["measured"] == 1.5
+    assert [(s["seed"], s["measured"], s["status"]) for s in small["per_seed"]] == [
+        (0, 0, "pass"), (1, 1, "pass"), (2, 2, "pass"), (4, 4, "fail")]
+    draws = [s["measured"] for s in claims["draw"]["per_seed"]]
+    assert len(set(draws)) == 4 and claims["draw"]["seeds_passed"] == 4  # each seed reached its notebook
+    assert claims["budget"]["kind"] == "check" and claims["budget"]["spread"] == {"min": 1, "median": 1, "max": 1}
+    markdown = (out / "summary.md").read_text()
+    assert "| `notebooks/lab/seeded.ipynb` | ok | 0,1,2,4 |" in markdown and "| 0/1 | 1/1 | 1/1 |" in markdown
+    assert "measured 1.5 [0, 4], expected < 3, seeds passed 3/4" in markdown
+    monkeypatch.setenv("COMMLAB_ROOT", str(tmp_path))
+    assert cli.main(["report", str(out / "summary.json"), "--out", str(tmp_path / "RESULTS.md")]) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert ("| Fixture: seeded | `small-seed` | some seeds (3/4 seeds) | 1.5 [0, 4] | < 3 | always | 1/1 | 1/1 "
+            "| `notebooks/lab/seeded.ipynb` |") in text
+    assert "| `small-seed` | headline | the seed is below 3 | 1.5 [0, 4] | < 3 | always | 3/4 | some seeds" in text
+    record = json.loads((tmp_path / "RESULTS.json").read_text())
+    assert "runs" not in record["notebooks"][0] and len(record["notebooks"][0]["claims"][0]["per_seed"]) == 4
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--seeds", "0-2", "-p", "seed", "3"], "not both"),
+    (["--seeds", "3-1"], "ends before it starts"),
+    (["--seeds", "0,x"], "non-negative integers"),
+    (["--seeds", "-1"], "non-negative integers"),
+    (["--seeds", "0,1,1"], "distinct"),
+])
+def test_bad_seed_lists_are_rejected_before_anything_runs(fixtures_dir, tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    assert cli.main(["--notebooks", str(fixtures_dir), "run", "seeded", "--out", str(out), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
