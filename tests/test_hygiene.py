@@ -57,6 +57,12 @@ def test_last_cell_is_the_claims_cell(notebook):
     assert "Claims(" in "".join(last["source"]) and ".report()" in "".join(last["source"])
 
 
+def test_the_claims_cell_states_a_headline(notebook):
+    # design.md, "Claims": the paper's main claim as its brief states it, at least one per notebook
+    source = "".join(_load(notebook)["cells"][-1]["source"])
+    assert re.search(r"""kind\s*=\s*["']headline["']""", source), "no claim of kind 'headline'"
+
+
 def test_kernelspec_and_metadata(notebook):
     metadata = _load(notebook)["metadata"]
     assert metadata["kernelspec"]["name"] == "python3"

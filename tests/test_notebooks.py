@@ -1,13 +1,15 @@
 """Every paper notebook, executed once per test session in the quick profile, in parallel.
 
-Each notebook must run to the end, pass its blocking claims, and stay within the quick CPU budget
-(briefs/_conventions.md §2: warn above 90 CPU-s, fail above 180 CPU-s).
+Each notebook must run to the end, pass its blocking claims, state a headline claim, record claims
+whose definitions match the committed manifest (``claims_manifest.py``), and stay within the quick CPU
+budget (briefs/_conventions.md §2: warn above 90 CPU-s, fail above 180 CPU-s).
 """
 
 import warnings
 from pathlib import Path
 
 import pytest
+from claims_manifest import definitions, drift, load
 
 from commlab.lab.notebooks import discover
 from commlab.lab.runner import run
@@ -33,6 +35,10 @@ def test_notebook_runs_and_its_claims_hold(paper, quick_run):
     assert not failures, [(c["id"], c["measured"], c["expected"]) for c in failures]
     assert entry["status"] == "ok", entry["error"]
     assert entry["claims"], "no claims recorded"
+    assert any(c["kind"] == "headline" for c in entry["claims"]), "no headline claim"
+    changes = drift(load()["notebooks"].get(paper.display_path, {}).get("claims", {}), definitions(entry))
+    assert not changes, (f"claims differ from tests/fixtures/claims_manifest.json: {changes}; a deliberate change "
+                         f"is named in the notebook's Deviations cell and recorded with tests/claims_manifest.py")
     cpu = entry["cpu_seconds"]
     assert cpu <= MAX_CPU_SECONDS, f"{cpu:.0f} CPU-s is over the quick budget"
     if cpu > WARN_CPU_SECONDS:
