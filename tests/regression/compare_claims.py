@@ -1,4 +1,5 @@
-"""Compare a quick batch's seed-0 claim values with the recorded ones (claims_seed0.json).
+"""Compare a quick batch's seed-0 claim values with the recorded ones (claims_seed0.json, recorded
+before the layout redesign; claims redefined or moved to unit tests since show as differing).
 
     python tests/regression/compare_claims.py runs/quick/summary.json
 
@@ -19,6 +20,14 @@ def same(a, b) -> bool:
     return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
 
 
+def seed0(claim: dict):
+    """The claim's value at seed 0: from ``per_seed`` in a seed sweep, else the measured value."""
+    for run in claim.get("per_seed") or []:
+        if run["seed"] == 0:
+            return run["measured"]
+    return claim["measured"]
+
+
 def main(summary_path: str) -> int:
     recorded = json.loads(RECORDED.read_text())["claims"]
     summary = json.loads(Path(summary_path).read_text())
@@ -30,11 +39,11 @@ def main(summary_path: str) -> int:
             differ += 1
         for claim in notebook.get("claims", []):
             before = recorded.get(path, {}).get(claim["id"], "not recorded")
-            if same(before, claim["measured"]):
+            if same(before, seed0(claim)):
                 equal += 1
             else:
                 differ += 1
-                print(f"{path} {claim['id']}: recorded {before!r}, measured {claim['measured']!r}")
+                print(f"{path} {claim['id']}: recorded {before!r}, measured {seed0(claim)!r}")
     print(f"{equal} claim values equal to the recording, {differ} differ")
     return 1 if differ else 0
 
