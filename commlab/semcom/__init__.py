@@ -12,7 +12,7 @@ Channels and power normalisation are in :mod:`commlab.channels`.
 
 from . import metrics
 from .denoise import DiffusionFeatureDenoiser, VPSchedule, WienerFeatureDenoiser
-from .digital import SeparationBaseline, allocate_bits, gaussian_uniform_quantizer
+from .digital import SeparationBaseline, allocate_bits, gaussian_uniform_quantizer, jpeg_scan_bits, jpeg_separation
 from .interference import autocorrelation, correlation, feature_moments, interference_statistics, lag1_autocorrelation
 from .jscc import AFModule, DeepJSCC
 from .metrics import psnr, ssim
@@ -36,6 +36,8 @@ __all__ = [
     "frame_key",
     "gaussian_uniform_quantizer",
     "interference_statistics",
+    "jpeg_scan_bits",
+    "jpeg_separation",
     "inverse_permutation",
     "jscc_psnr",
     "keyed_permutation",
