@@ -16,6 +16,7 @@ added without ceremony.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -57,9 +58,11 @@ def deviations(notebook: Path) -> str:
 
 
 def unexplained(notebook: Path, changes: list[tuple[str, str]]) -> list[str]:
-    """The changed or removed claims (not the new ones) that the Deviations cell does not name."""
+    """The changed or removed claims (not the new ones) that the Deviations cell does not name (as a
+    whole word: ``dgc-ratio`` is not named by ``dgc-ratio-max``)."""
     text = deviations(notebook)
-    return [claim_id for claim_id, what in changes if what != "new" and claim_id not in text]
+    return [claim_id for claim_id, what in changes
+            if what != "new" and not re.search(rf"(?<![\w.-]){re.escape(claim_id)}(?![\w.-])", text)]
 
 
 def update(summary_path: Path, manifest_path: Path = MANIFEST) -> list[str]:
