@@ -136,9 +136,14 @@ class SeparationBaseline:
         snr_db = float(snr_db)
         return self.redesign(self.n_symbols, snr_db)(images, snr_db)
 
-    def best_fixed_rate(self, images: torch.Tensor, snr_test_db, designs_db) -> tuple[float, torch.Tensor]:
+    def best_fixed_rate(self, images: torch.Tensor, snr_test_db, designs_db,
+                        exact_top: int = 3) -> tuple[float, torch.Tensor]:
         """The best single design SNR from ``designs_db`` for per-image test SNRs ``snr_test_db`` (e.g. ``|h|²·SNR``
         on slow fading, no CSI at the transmitter): the one with the highest mean per-image PSNR on ``images``.
+
+        Every design is first scored in the PCA coefficient domain (the images are projected once; the MSE of the
+        unclamped reconstruction is the quantisation error of the used coefficients plus the energy of the
+        others), then the ``exact_top`` best are reconstructed (clamped to [0, 1]) and the best of those is kept.
 
         Returns:
             ``(design_db, reconstructions)``; ties go to the first design in ``designs_db``.
@@ -146,12 +151,30 @@ class SeparationBaseline:
         designs = [float(d) for d in designs_db]
         if not designs:
             raise ValueError("designs_db must hold at least one design SNR")
-        best = None
+        if isinstance(exact_top, bool) or not isinstance(exact_top, int) or exact_top < 1:
+            raise ValueError(f"exact_top must be an integer >= 1, got {exact_top!r}")
+        n = images.shape[0]
+        snr = torch.as_tensor(snr_test_db, dtype=torch.float64).expand(n)
+        flat = images.reshape(n, -1).double()
+        coeff = (flat - self.mean) @ self.basis  # [N, n] every component, once
+        energy = coeff.square().sum(dim=1)
+        mean_mse = (flat - self.mean).square().mean(dim=1)
+        scores = []
         for design in designs:
-            rec = self.redesign(self.n_symbols, design)(images, snr_test_db)
+            other = self.redesign(self.n_symbols, design)
+            used = coeff[:, other._used]
+            idx = torch.clamp(torch.floor(used / other._steps), -other._levels / 2, other._levels / 2 - 1)
+            error = (used - (idx + 0.5) * other._steps).square().sum(dim=1)
+            mse = (energy - used.square().sum(dim=1) + error) / flat.shape[1]
+            mse = torch.where(snr < other.snr_design_db, mean_mse, mse)
+            scores.append((10 * torch.log10(1.0 / (mse + 1e-10))).mean().item())
+        order = sorted(range(len(designs)), key=lambda i: (-scores[i], i))[:exact_top]
+        best = None
+        for i in sorted(order):
+            rec = self.redesign(self.n_symbols, designs[i])(images, snr_test_db)
             score = psnr(images, rec).mean().item()
             if best is None or score > best[0]:
-                best = (score, design, rec)
+                best = (score, designs[i], rec)
         return best[1], best[2]
 
 

@@ -39,14 +39,17 @@ def test_best_fixed_rate_beats_every_design_of_its_grid_on_per_image_snrs():
     gain = -torch.log(torch.rand(len(test), generator=g, dtype=torch.float64))  # |h|^2 of slow Rayleigh
     snr = 10.0 + 10 * torch.log10(gain)
     grid = [-5.0, 0.0, 5.0, 10.0, 15.0]
-    design, rec = sep.best_fixed_rate(test, snr, grid)
+    design, rec = sep.best_fixed_rate(test, snr, grid, exact_top=len(grid))
     assert design in grid
+    assert sep.best_fixed_rate(test, snr, grid)[0] == design  # the coefficient-domain pre-selection keeps it
     best = semcom.psnr(test, rec).mean().item()
     for d in grid:
         assert best >= semcom.psnr(test, sep.redesign(4, d)(test, snr)).mean().item()
     assert torch.equal(rec, sep.redesign(4, design)(test, snr))
     with pytest.raises(ValueError, match="at least one"):
         sep.best_fixed_rate(test, snr, [])
+    with pytest.raises(ValueError, match="exact_top"):
+        sep.best_fixed_rate(test, snr, grid, exact_top=0)
 
 
 def test_jpeg_separation_fits_the_budget_and_falls_back_to_the_mean():
