@@ -276,3 +276,25 @@ def test_pack_rows_pads_to_a_width_and_unpack_rows_reads_each_row_by_its_header(
     assert [TopK(k=1).decompress(back[0]).tolist(), TopK(k=2).decompress(back[1]).tolist()] == [[0, 3, 0], [0, 3, 1]]
     with pytest.raises(ValueError, match="shorter than a payload"):
         Payload.pack_rows([small, large], width=1)
+
+
+ZOO = [  # the compressor zoo notebook's configurations (its former bytes-match-bits claim, issue 16)
+    Identity(), TopK(0.01), TopK(0.1), RandK(0.1), RandK(0.1, scaled=False), RandK(0.1, shared=True),
+    SampledTopK(0.1, sample_ratio=0.1), Sign(), ScaledSign("l1"), ScaledSign("l2"), QSGD(1), QSGD(16), Natural(),
+    Uniform(2), Uniform(8), LowPrecision("fp16"), LowPrecision("bf16"), LowPrecision("fp8_e4m3"),
+    LowPrecision("fp8_e5m2"), LowPrecision("e3m0"), PowerSGD(1), PowerSGD(4),
+]
+
+
+@pytest.mark.parametrize("compressor", ZOO, ids=repr)
+@pytest.mark.parametrize("vector", ["gaussian", "heavy-tailed"])
+def test_every_zoo_payload_serialises_to_ceil_bits_over_8_bytes_and_back(compressor, vector):
+    g = gen(7)
+    x = torch.randn(1000, generator=g)
+    if vector == "heavy-tailed":  # Student t with 2 degrees of freedom, as in the notebook
+        x = x / torch.sqrt(-torch.log(torch.rand(1000, generator=g)))
+    payload = compressor.compress(x, gen(8))
+    data = payload.to_bytes()
+    assert len(data) == math.ceil(payload.bits / 8)
+    assert payload.bits == sum(payload.row_bits)
+    assert torch.equal(compressor.decompress(Payload.from_bytes(data, payload.header)), compressor.decompress(payload))
