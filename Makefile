@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PROFILE ?= quick
 JOBS ?=
+SEEDS ?=
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 # TORCH_INDEX: a pip index to take torch from, e.g. PyTorch's CPU-only wheel index on a Linux machine
@@ -17,7 +18,7 @@ TORCH_VERSION ?= 2.13.0
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: PROFILE=quick|full  JOBS=N  RUN_ARGS='...'  PYTEST_ARGS='...'  TORCH_INDEX=URL"
+	@echo "  variables: PROFILE=quick|full  JOBS=N  SEEDS=0-4  RUN_ARGS='...'  PYTEST_ARGS='...'  TORCH_INDEX=URL"
 
 # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
 $(VENV)/.torch:
@@ -37,7 +38,7 @@ data: $(VENV)/.installed ## provision every dataset (found, apt-get on Debian as
 	$(BIN)/commlab data fetch
 
 run: data ## set up .venv and the data, run every notebook headlessly (PROFILE=quick) → runs/<profile>/summary.md
-	$(BIN)/commlab run --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS)) $(RUN_ARGS)
+	$(BIN)/commlab run --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS)) $(if $(SEEDS),--seeds $(SEEDS)) $(RUN_ARGS)
 
 test: $(VENV)/.installed-dev data ## set up .venv and the data, run the tests (unit, hygiene, quick-profile notebooks)
 	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
