@@ -38,6 +38,13 @@ float64, charged to that peer and reported separately as the join cost).
 
 It is a round method (:mod:`commlab.distributed.method`): ``round(loss)`` runs one round, calling
 the loss oracle for every sample of every local active machine.
+
+**Real processes.** :func:`run_on_ranks` runs the same method on N gloo processes
+(:func:`commlab.comm.launch.run_workers`, one machine per rank, each with its own replica) and
+returns every rank's parameter hash after every round, so bit-identity is checked between
+processes that share nothing but the seed and the scalars, not between rows of one tensor.
+:class:`SoftmaxRegression` is a picklable loss oracle for those ranks (multinomial logistic
+regression on per-machine shards, the one-byte notebook's model).
 """
 
 from __future__ import annotations
@@ -49,12 +56,14 @@ from dataclasses import dataclass
 import torch
 
 from commlab._checks import check_choice, check_int, check_positive, check_seed
-from commlab.comm import Communicator
+from commlab.comm import Communicator, DistComm
 from commlab.comm.hashing import state_hash
+from commlab.comm.launch import run_workers
 from commlab.comm.membership import Membership
 from commlab.compress.base import Compressor
 from commlab.compress.payload import Payload
 from commlab.compress.quantize import LogByte
+from commlab.data.batches import batch_indices
 from commlab.distributed.method import Method, SyncEvent
 from commlab.seeding import SeedTree
 
@@ -288,6 +297,109 @@ class SharedSeedSPSA(Method):
         return (f"SharedSeedSPSA(d={self.d}, lr={self.lr}, eps={self.eps}, samples={self.samples}, "
                 f"scalars={self.scalars!r}, seed={self.seed}, membership={self.membership!r}, "
                 f"normalize={self.normalize!r})")
+
+
+class SoftmaxRegression:
+    """Multinomial logistic regression as the loss oracle of :class:`SharedSeedSPSA`, on per-machine shards.
+
+    θ = (W ``[features, classes]`` row-major, then b ``[classes]``), d = features·classes + classes. The
+    oracle ``loss(params [S, 2, d], machine, step) -> [S, 2]`` evaluates both rows of sample s on machine
+    ``machine``'s minibatch ``batch_indices(shards[machine], step·S + s, batch_size, seed=seed,
+    worker=machine)``: the cross-entropy averaged over the batch. A module-level class holding only
+    tensors, so it pickles to processes started by :func:`run_on_ranks`.
+
+    Args:
+        x: ``[n, features]`` floating inputs (float64 for bit-identical replicas).
+        y: ``[n]`` int64 labels in ``[0, classes)``.
+        shards: one index array per machine (e.g. ``commlab.data.partition.iid``).
+        batch_size: examples per loss evaluation, >= 1.
+        seed: the minibatch seed.
+        classes: number of classes (default ``max(y) + 1``).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, shards, batch_size: int, *, seed: int,
+                 classes: int | None = None):
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 2:
+            raise TypeError(f"x must be a floating tensor [n, features], got {_describe(x)}")
+        if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or tuple(y.shape) != (x.shape[0],):
+            raise TypeError(f"y must be an int64 tensor [{x.shape[0]}], got {_describe(y)}")
+        self.x, self.y = x, y
+        self.shards = [torch.as_tensor(s, dtype=torch.int64) for s in shards]
+        self.batch_size = check_int("batch_size", batch_size, low=1)
+        self.seed = check_seed(seed)
+        self.classes = int(y.max()) + 1 if classes is None else check_int("classes", classes, low=2)
+        self.features = x.shape[1]
+
+    @property
+    def d(self) -> int:
+        """Number of parameters, features·classes + classes."""
+        return self.features * self.classes + self.classes
+
+    def logits(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``params`` ``[..., d]`` on inputs ``x`` ``[..., B, features]`` -> ``[..., B, classes]``."""
+        F, C = self.features, self.classes
+        W = params[..., : F * C].reshape(*params.shape[:-1], F, C)
+        return x @ W + params[..., None, F * C :]
+
+    def __call__(self, params: torch.Tensor, machine: int, step: int) -> torch.Tensor:
+        n, B = params.shape[0], self.batch_size
+        idx = torch.stack([batch_indices(self.shards[machine], step * n + s, B, seed=self.seed, worker=machine)
+                           for s in range(n)])
+        logits = self.logits(params, self.x[idx][:, None])  # [S, 2, B, classes]
+        labels = self.y[idx][:, None].expand(n, 2, B)
+        losses = torch.nn.functional.cross_entropy(logits.reshape(-1, self.classes), labels.reshape(-1),
+                                                   reduction="none")
+        return losses.view(n, 2, -1).mean(-1)
+
+
+@dataclass(frozen=True)
+class RankTrace:
+    """What one rank of :func:`run_on_ranks` reports.
+
+    Attributes:
+        rank: the rank (machine id).
+        hashes: :func:`~commlab.comm.hashing.state_hash` of its replica after every round.
+        theta: its final parameters ``[d]``.
+        bytes_sent: what its communicator's meter charged it in all.
+    """
+
+    rank: int
+    hashes: tuple[str, ...]
+    theta: torch.Tensor
+    bytes_sent: float
+
+
+def run_on_ranks(world_size: int, loss: LossFn, theta0: torch.Tensor, rounds: int, *, timeout: float = 120.0,
+                 **settings) -> list[RankTrace]:
+    """``rounds`` rounds of :class:`SharedSeedSPSA` on ``world_size`` gloo processes, one machine per rank.
+
+    Every rank starts from ``theta0`` ``[d]``, builds ``SharedSeedSPSA(DistComm(), theta0[None], **settings)``
+    and hashes its replica after every round. ``loss`` must be picklable (a module-level function or,
+    e.g., a :class:`SoftmaxRegression`). Raises ``RuntimeError`` naming the rank and its error when a rank
+    does not finish.
+    """
+    world_size = check_int("world_size", world_size, low=1)
+    rounds = check_int("rounds", rounds, low=0)
+    if not isinstance(theta0, torch.Tensor) or theta0.dim() != 1:
+        raise ValueError(f"theta0 must be a tensor [d], got {_describe(theta0)}")
+    results = run_workers(_rank_trace, world_size, args=(loss, theta0.detach().clone(), rounds, settings),
+                          timeout=timeout)
+    failed = [r for r in results if r.status != "ok"]
+    if failed:
+        r = failed[0]
+        raise RuntimeError(f"rank {r.rank} ended {r.status}: {r.error}\n{r.traceback or ''}")
+    return [r.value for r in results]
+
+
+def _rank_trace(rank: int, world_size: int, loss: LossFn, theta0: torch.Tensor, rounds: int,
+                settings: dict) -> RankTrace:
+    comm = DistComm()
+    algo = SharedSeedSPSA(comm, theta0[None].clone(), **settings)
+    hashes = []
+    for _ in range(rounds):
+        algo.round(loss)
+        hashes.append(state_hash(algo.params[0]))
+    return RankTrace(rank, tuple(hashes), algo.params[0].clone(), float(comm.meter.bytes_sent.sum()))
 
 
 def _describe(x) -> str:
