@@ -82,7 +82,8 @@ def test_the_initial_broadcast_is_counted_in_totals_and_clock_but_not_in_syncs_o
 
 def test_streaming_peak_is_the_largest_strided_fragment_at_e3m0_and_totals_are_32H_over_4_25_below_dp():
     n, H, steps = 2, 30, 120
-    model = CharNGramMLP(context=16, embed=16, hidden=(192,) * 4, replicas=n, generator=torch.Generator().manual_seed(0))
+    model = CharNGramMLP(context=16, embed=16, hidden=(192,) * 4, replicas=n,
+                         generator=torch.Generator().manual_seed(0))
     d = model.d
     algo = StreamingDiLoCo(SimComm(n), model.flat.detach().clone(), sync_every=H, fragments=2,
                            layers=model.layer_slices, overlap_steps=3)

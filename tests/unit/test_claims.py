@@ -28,7 +28,8 @@ def test_comparisons(measured, op, threshold, status):
 def test_an_infinite_measurement_fails_whatever_the_comparison():
     claims = Claims("quick")
     assert claims.add("b", "s", kind="headline", measured=np.float32("inf"), op=">", threshold=0.0).status == "fail"
-    assert claims.add("c", "s", kind="headline", measured=[1.0, -math.inf], op="!=", threshold=[1.0, 2.0]).status == "fail"
+    assert claims.add("c", "s", kind="headline", measured=[1.0, -math.inf], op="!=",
+                      threshold=[1.0, 2.0]).status == "fail"
 
 
 @pytest.mark.parametrize("measured", [float("nan"), np.float32("nan"), torch.tensor(float("nan")), [1.0, math.nan]])
@@ -36,7 +37,8 @@ def test_a_nan_measurement_is_an_error_in_a_profile_the_claim_applies_to(measure
     claims = Claims("quick")
     with pytest.raises(ValueError, match="claim 'a': the measured value is NaN"):
         claims.add("a", "s", kind="headline", measured=measured, op="!=", threshold=1.0)
-    assert claims.add("a", "s", kind="headline", measured=measured, op=">", threshold=1.0, profiles=("full",)).status == "skip"
+    assert claims.add("a", "s", kind="headline", measured=measured, op=">", threshold=1.0,
+                      profiles=("full",)).status == "skip"
 
 
 @pytest.mark.parametrize("profile", ["quik", "Quick", "", None, "ci"])

@@ -11,10 +11,9 @@ import math
 import pytest
 import torch
 
-from commlab.compress import RandK
+from commlab.compress import RandK, TopK
 from commlab.problems import bilinear_saddle
 from commlab.problems.vi import masha1, masha2
-from commlab.compress import TopK
 from commlab.seeding import SeedTree
 
 D, K, ITERATIONS = 100, 10, 4000
