@@ -106,30 +106,29 @@ def test_streaming_peak_is_the_largest_strided_fragment_at_e3m0_and_totals_are_3
     assert dp_bytes / sync_bytes(algo) < 8 * H  # the block scales keep it below the ideal 8·H
 
 
-def test_a_fragment_that_fits_in_the_overlap_adds_no_time_only_the_broadcast_and_the_last_tail_show():
-    n, d, H, P, tau, c, steps = 2, 4096, 30, 2, 3, 0.1, 120
-    link = Link(bandwidth=10e6, latency=0.01)
+def _streamed(link: Link, *, n=2, d=4096, H=30, P=2, tau=3, c=0.1, steps=120):
+    """Streaming DiLoCo run for ``steps`` inner steps on ``link``: (algo, clock after the initial
+    broadcast, clock now, seconds of one fragment's all-gather)."""
     comm = SimComm(n, link=link)
     algo = StreamingDiLoCo(comm, torch.zeros(n, d), sync_every=H, fragments=P, overlap_steps=tau, step_seconds=c)
     broadcast = comm.clock
     for _ in range(steps):
         algo.after_inner_step()
-    fragment_seconds = link.seconds("all_gather", d // P // 128 * E3M0_BYTES_PER_BLOCK, n)
+    return algo, broadcast, comm.clock, link.seconds("all_gather", d // P // 128 * E3M0_BYTES_PER_BLOCK, n)
+
+
+def test_a_fragment_that_fits_in_the_overlap_adds_no_time_only_the_broadcast_and_the_last_tail_show():
+    H, P, tau, c, steps = 30, 2, 3, 0.1, 120
+    algo, broadcast, clock, fragment_seconds = _streamed(Link(bandwidth=10e6, latency=0.01))
     assert fragment_seconds < tau * c
-    assert comm.clock == pytest.approx(broadcast + steps * c, rel=1e-12)  # nothing exposed during training
+    assert clock == pytest.approx(broadcast + steps * c, rel=1e-12)  # nothing exposed during training
     algo.finish()  # the fragment sent after the last step is still in flight
-    assert comm.clock == pytest.approx(broadcast + steps * c + fragment_seconds, rel=1e-12)
+    assert algo.comm.clock == pytest.approx(broadcast + steps * c + fragment_seconds, rel=1e-12)
     # one that does not fit stalls by T − τc at every exchange
-    slow = Link(bandwidth=2e4, latency=0.01)
-    comm = SimComm(n, link=slow)
-    algo = StreamingDiLoCo(comm, torch.zeros(n, d), sync_every=H, fragments=P, overlap_steps=tau, step_seconds=c)
-    broadcast = comm.clock
-    for _ in range(steps):
-        algo.after_inner_step()
-    T = slow.seconds("all_gather", d // P // 128 * E3M0_BYTES_PER_BLOCK, n)
+    _, broadcast, clock, T = _streamed(Link(bandwidth=2e4, latency=0.01))
     exchanges = steps // (H // P) - 1  # received during training; the last is still in flight
     assert T > tau * c
-    assert comm.clock == pytest.approx(broadcast + steps * c + exchanges * (T - tau * c), rel=1e-9)
+    assert clock == pytest.approx(broadcast + steps * c + exchanges * (T - tau * c), rel=1e-9)
 
 
 def test_cu_model_at_the_notebooks_e3m0_bits_needs_over_100x_less_bandwidth_than_data_parallel():
