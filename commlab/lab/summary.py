@@ -131,7 +131,10 @@ def _number(value) -> str:
 
 
 def measured_text(claim: dict) -> str:
-    """The measured value: ``median [min, max]`` over several seeds, else the value."""
+    """The measured value: ``median [min, max]`` over several seeds, else the value; ``—`` for a claim
+    not evaluated in this profile (its value there is a placeholder)."""
+    if claim.get("status") == "skip":
+        return "—"
     spread = claim.get("spread")
     if spread and claim.get("seeds_run", 1) > 1 and spread["min"] != spread["max"]:
         return f"{_number(spread['median'])} [{_number(spread['min'])}, {_number(spread['max'])}]"

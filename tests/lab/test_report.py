@@ -89,3 +89,13 @@ def test_partial_needs_a_record_to_merge_into(checkout, capsys):
     (checkout / "RESULTS.md").write_text("# Results\n")
     assert cli.main(["report", str(_summary(checkout / "b", ["a/one"])), "--partial"]) == 2
     assert "RESULTS.json, which does not exist" in capsys.readouterr().err
+
+
+def test_measured_values_show_the_spread_over_seeds_and_nothing_for_a_skipped_claim():
+    one = {"status": "pass", "measured": 0.25, "seeds_run": 1, "seeds_passed": 1, "spread": {"min": 0.25, "median": 0.25, "max": 0.25}}
+    many = {"status": "fail", "measured": 2.0, "seeds_run": 5, "seeds_passed": 3,
+            "spread": {"min": 0.5, "median": 2.0, "max": 4.0}}
+    skipped = {"status": "skip", "measured": "nan", "seeds_run": 0, "seeds_passed": 0, "spread": None}
+    assert [summaries.measured_text(c) for c in (one, many, skipped)] == ["0.25", "2 [0.5, 4]", "—"]
+    assert [summaries.seeds_text(c) for c in (one, many, skipped)] == ["1/1", "3/5", "-"]
+    assert [summaries.reproduction(c, 5) for c in (many, skipped)] == ["some", "skip"]
