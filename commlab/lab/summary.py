@@ -143,8 +143,9 @@ def measured_text(claim: dict) -> str:
 
 def seeds_text(claim: dict) -> str:
     """``passed/evaluated`` seeds, or ``-`` for a claim skipped in this profile."""
-    return "-" if claim.get("status") == "skip" else f"{claim.get('seeds_passed', int(claim['passed']))}/" \
-        f"{claim.get('seeds_run', 1)}"
+    if claim.get("status") == "skip":
+        return "-"
+    return f"{claim.get('seeds_passed', int(claim.get('passed', False)))}/{claim.get('seeds_run', 1)}"
 
 
 def _parameters(entry: dict) -> str:
