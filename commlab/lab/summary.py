@@ -379,9 +379,9 @@ def write_results(summary_path: Path, root: Path, out: Path, *, partial: bool = 
     """
     summary = load(summary_path)
     out, record = Path(out), Path(out).with_suffix(".json")
-    new = _with_origin(summary, summary_path)
     source = f"`{_relative(summary_path, root)}` (profile `{summary['profile']}`, commit " \
              f"`{summary.get('commit', 'unknown')}`)"
+    new = [{**e, "source": source} for e in _with_origin(summary, summary_path)]
     if partial:
         try:
             kept = json.loads(record.read_text(encoding="utf-8"))
@@ -390,7 +390,10 @@ def write_results(summary_path: Path, root: Path, out: Path, *, partial: bool = 
                              f"report a complete batch first") from None
         replaced = {e["path"] for e in new}
         entries = sorted([e for e in kept["notebooks"] if e["path"] not in replaced] + new, key=lambda e: e["path"])
-        sources = list(dict.fromkeys([*kept.get("sources", []), source]))
+        # the batches that still contribute an entry, oldest first (an entry written before entries
+        # named their source keeps every source the record listed)
+        named = {e.get("source") for e in entries}
+        sources = [s for s in dict.fromkeys([*kept.get("sources", []), source]) if s in named or None in named]
     else:
         if summary.get("interrupted"):
             raise ValueError(f"{summary_path}: the batch was interrupted ({summary['interrupted']}); "

@@ -99,3 +99,14 @@ def test_measured_values_show_the_spread_over_seeds_and_nothing_for_a_skipped_cl
     assert [summaries.measured_text(c) for c in (one, many, skipped)] == ["0.25", "2 [0.5, 4]", "—"]
     assert [summaries.seeds_text(c) for c in (one, many, skipped)] == ["1/1", "3/5", "-"]
     assert [summaries.reproduction(c, 5) for c in (many, skipped)] == ["some", "skip"]
+
+
+def test_a_batch_whose_notebooks_were_all_replaced_is_no_longer_named_as_a_source(checkout):
+    assert cli.main(["report", str(_summary(checkout / "old", ["a/one", "a/two"]))]) == 0
+    assert cli.main(["report", str(_summary(checkout / "first", ["a/one"], commit="bbbb")), "--partial"]) == 0
+    sources = json.loads((checkout / "RESULTS.json").read_text())["sources"]
+    assert [s.split("`")[1] for s in sources] == ["old/summary.json", "first/summary.json"]
+    assert cli.main(["report", str(_summary(checkout / "second", ["a/two"], commit="cccc")), "--partial"]) == 0
+    sources = json.loads((checkout / "RESULTS.json").read_text())["sources"]
+    assert [s.split("`")[1] for s in sources] == ["first/summary.json", "second/summary.json"]
+    assert "old/summary.json" not in (checkout / "RESULTS.md").read_text()
