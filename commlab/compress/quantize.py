@@ -27,6 +27,12 @@ def _rows_of(payload, name: str, W: int) -> torch.Tensor:
     return payload[name].data.reshape(W, -1)
 
 
+def _wide(rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` in float32, or float64 when they are float64: norms, scales and ratios of half-precision
+    input are computed where they cannot overflow (‖1‖₁ of 100,000 fp16 ones is Inf in fp16)."""
+    return rows if rows.dtype in (torch.float32, torch.float64) else rows.to(torch.float32)
+
+
 def _stochastic_round(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """floor(x + u), u ~ U[0, 1): unbiased rounding of non-negative ``x`` to an integer."""
     return torch.floor(x + torch.rand(x.shape, generator=generator, dtype=x.dtype))
@@ -79,6 +85,7 @@ class ScaledSign(Compressor):
 
     def _encode(self, rows, generator):
         d = rows.shape[1]
+        rows = _wide(rows)
         if self.norm == "l1":
             scale = rows.abs().sum(dim=1, keepdim=True) / d
         else:
@@ -109,6 +116,7 @@ class QSGD(Compressor):
         return min(d / self.s**2, math.sqrt(d) / self.s)
 
     def _encode(self, rows, generator):
+        rows = _wide(rows)
         norm = rows.norm(dim=1, keepdim=True)
         ratio = rows.abs() / torch.where(norm > 0, norm, torch.ones_like(norm))
         levels = _stochastic_round(ratio * self.s, generator).clamp_(0, self.s)
@@ -172,6 +180,7 @@ class Uniform(Compressor):
         return d / (2**self.bits - 1) ** 2
 
     def _encode(self, rows, generator):
+        rows = _wide(rows)  # codes up to 2^16 - 1 and the range are not representable in fp16
         lo = rows.min(dim=1, keepdim=True).values
         hi = rows.max(dim=1, keepdim=True).values
         step = (hi - lo) / (2**self.bits - 1)
