@@ -3,6 +3,7 @@
 * :class:`Identity` — the dense reference (the input dtype's width per value).
 * :class:`Sign` — 1 bit per value (signSGD, Bernstein et al. 2018); :class:`ScaledSign` adds one
   32-bit scale per row (EF-signSGD, Karimireddy et al. 2019; 1-bit Adam's ‖x‖₂/√d scale).
+* :class:`TernGrad` — a stochastic ternary code {−s, 0, s} with s = max |x| (Wen et al. 2017).
 * :class:`QSGD` — s levels with stochastic rounding and a 32-bit norm (Alistarh et al. 2017).
 * :class:`Natural` — stochastic rounding to a power of two, 9 bits (Horváth et al. 2019).
 * :class:`Uniform` — b-bit min–max quantisation with stochastic rounding.
@@ -94,6 +95,34 @@ class ScaledSign(Compressor):
 
     def _decode(self, payload, W, d):
         signs = _rows_of(payload, "signs", W).to(torch.float32) * 2 - 1
+        return signs * _rows_of(payload, "scale", W)
+
+
+class TernGrad(Compressor):
+    """TernGrad (Wen et al. 2017): x_i ≈ s · sign(x_i) · b_i, b_i ~ Bernoulli(|x_i| / s), s = max |x|.
+
+    Unbiased; E‖C(x) − x‖² = s‖x‖₁ − ‖x‖² ≤ (√d − 1)‖x‖², since s‖x‖₁ ≤ ‖x‖∞ √d ‖x‖₂ ≤ √d ‖x‖²,
+    so ω = √d − 1. Wire: a 2-bit ternary code per coordinate (0, +1, −1) plus one 32-bit scale per
+    row (the paper's per-layer scaler; without its gradient clipping).
+    """
+
+    kind = "unbiased"
+    random = True
+    homogeneous = True
+
+    def omega_for(self, d: int) -> float:
+        return math.sqrt(d) - 1
+
+    def _encode(self, rows, generator):
+        rows = _wide(rows)
+        scale = rows.abs().amax(dim=1, keepdim=True)  # s = ‖x‖∞ per row
+        keep = torch.rand(rows.shape, generator=generator, dtype=rows.dtype) * scale < rows.abs()  # P = |x_i|/s
+        codes = keep.to(torch.int64) * (1 + (rows < 0).to(torch.int64))  # 0: zero, 1: +s, 2: −s
+        return Part.codes("ternary", codes, 2), Part.floats("scale", scale.to(torch.float32))
+
+    def _decode(self, payload, W, d):
+        codes = _rows_of(payload, "ternary", W)
+        signs = (codes == 1).to(torch.float32) - (codes == 2).to(torch.float32)
         return signs * _rows_of(payload, "scale", W)
 
 

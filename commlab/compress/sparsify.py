@@ -3,6 +3,7 @@
 * :class:`TopK` — the ``k`` largest magnitudes (Stich et al. 2018): contractive, α = k/d.
 * :class:`RandK` — ``k`` uniformly random coordinates, independent per worker or shared by all
   workers through a shared seed; scaled by d/k it is unbiased with ω = d/k − 1.
+* :class:`Threshold` — every coordinate at or above a fixed magnitude (a count that varies).
 * :class:`SampledTopK` — Deep Gradient Compression's threshold estimated on a random sample
   (Lin et al. 2018), lowered while too few pass, with the exact top-k among the survivors when too
   many pass (:func:`sampled_threshold_select` does one row and reports how it went).
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from commlab._checks import check_fraction, check_int, check_real_in
+from commlab._checks import check_fraction, check_int, check_positive, check_real_in
 from commlab.compress.base import Compressor, check_ratio, kept
 from commlab.compress.payload import Part, Payload, float_width
 
@@ -146,6 +147,29 @@ class TopK(Compressor):
         W, d = rows.shape
         k = kept(self.ratio, self.k, d)
         return _sparse_parts(rows, top_indices(rows, k), [k] * W)
+
+    def _decode(self, payload, W, d):
+        return _scatter(payload, W, d)
+
+
+class Threshold(Compressor):
+    """Keep every coordinate with ``|x_i| >= threshold`` (a fixed threshold, as in Strom 2015 and DGC's
+    baseline): the count varies by row and by step.
+
+    Biased and without a contraction constant (a row below the threshold sends nothing, so α = 0),
+    which is why it is used with error feedback. Each kept coordinate costs its value plus its share
+    of the index part (list or bitmap, whichever is smaller). Like :class:`SampledTopK`, the per-row
+    count is not yet charged (issue 18, item 4).
+    """
+
+    homogeneous = False
+
+    def __init__(self, threshold: float):
+        self.threshold = check_positive("threshold", threshold)
+
+    def _encode(self, rows, generator):
+        keep = rows.abs() >= self.threshold
+        return _sparse_parts(rows, keep.nonzero()[:, 1], keep.sum(dim=1).tolist())
 
     def _decode(self, payload, W, d):
         return _scatter(payload, W, d)

@@ -19,6 +19,8 @@ from commlab.compress import (
     SampledTopK,
     ScaledSign,
     Sign,
+    TernGrad,
+    Threshold,
     TopK,
     Uniform,
     sparsify,
@@ -46,8 +48,10 @@ ALL = [
     LowPrecision("e3m0"),
     LogByte(),
     PowerSGD(2),
+    TernGrad(),
+    Threshold(1.0),
 ]
-UNBIASED = [RandK(0.25), RandK(k=2, shared=True), QSGD(2), QSGD(8), Natural(), Uniform(3)]
+UNBIASED = [RandK(0.25), RandK(k=2, shared=True), QSGD(2), QSGD(8), Natural(), Uniform(3), TernGrad()]
 
 
 def gen(seed=0):
@@ -74,6 +78,7 @@ def gen(seed=0):
         (LowPrecision("e3m0"), 10, 10 * 4 + 32),
         (LogByte(), 10, 10 * 8),  # sign + 7-bit log-magnitude code, no scale
         (PowerSGD(2), 50, (8 + 7) * 2 * 32),  # 50 values seen as an 8 x 7 matrix
+        (TernGrad(), 50, 50 * 2 + 32),  # a 2-bit ternary code per value and the scale
     ],
 )
 def test_exact_bits_on_hand_built_examples(compressor, d, bits_per_row):
@@ -298,3 +303,25 @@ def test_every_zoo_payload_serialises_to_ceil_bits_over_8_bytes_and_back(compres
     assert len(data) == math.ceil(payload.bits / 8)
     assert payload.bits == sum(payload.row_bits)
     assert torch.equal(compressor.decompress(Payload.from_bytes(data, payload.header)), compressor.decompress(payload))
+
+
+def test_a_fixed_threshold_keeps_exactly_the_coordinates_at_or_above_it_whatever_their_number():
+    x = torch.tensor([[0.5, -2.0, 1.0, 0.0, -0.99], [0.1, 0.2, -0.3, 0.0, 0.4]])
+    compressor = Threshold(1.0)
+    payload = compressor.compress(x)
+    assert payload["indices"].counts == (2, 0)  # the second row sends nothing
+    assert payload.row_bits == (2 * 32 + 5, 0)  # two values; a 5-bit bitmap beats two 3-bit indices
+    assert torch.equal(compressor.decompress(payload), torch.tensor([[0.0, -2.0, 1.0, 0.0, 0.0], [0.0] * 5]))
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="threshold"):
+            Threshold(bad)
+
+
+def test_terngrad_sends_plus_minus_its_scale_and_its_variance_is_the_closed_form():
+    x = torch.tensor([3.0, -1.5, 0.0, 0.75], dtype=torch.float64)
+    draws = torch.stack([TernGrad()(x.float(), gen(t)).double() for t in range(20_000)])
+    assert set(draws.unique().tolist()) <= {-3.0, 0.0, 3.0}
+    assert torch.equal(draws[:, 0], torch.full((20_000,), 3.0)) and bool((draws[:, 2] == 0).all())
+    # E||C(x) - x||^2 = s ||x||_1 - ||x||^2 = 3 * 5.25 - 11.8125 = 3.9375, within Monte-Carlo error
+    assert (draws - x).pow(2).sum(dim=1).mean() == pytest.approx(3.0 * 5.25 - 11.8125, rel=0.03)
+    assert TernGrad().omega_for(100) == 9.0
