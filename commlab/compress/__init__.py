@@ -3,7 +3,7 @@
 Compressors (``compress(x, generator) -> Payload``, ``decompress(payload) -> Tensor``; ``x`` of
 shape ``[d]`` or a stack of worker rows ``[W, d]``): :class:`TopK`, :class:`RandK`,
 :class:`SampledTopK`, :class:`Sign`, :class:`ScaledSign`, :class:`QSGD`, :class:`Natural`,
-:class:`Uniform`, :class:`TernGrad`, :class:`Threshold`, :class:`LowPrecision`, :class:`LogByte`,
+:class:`Uniform`, :class:`OneBitSGD`, :class:`TernGrad`, :class:`Threshold`, :class:`LowPrecision`, :class:`LogByte`,
 :class:`PowerSGD`, :class:`Identity`.
 Error feedback and shifts live in :mod:`commlab.compress.ef`.
 """
@@ -17,6 +17,7 @@ from commlab.compress.quantize import (
     LogByte,
     LowPrecision,
     Natural,
+    OneBitSGD,
     ScaledSign,
     Sign,
     TernGrad,
@@ -32,6 +33,7 @@ __all__ = [
     "LogByte",
     "LowPrecision",
     "Natural",
+    "OneBitSGD",
     "Part",
     "Payload",
     "PowerSGD",

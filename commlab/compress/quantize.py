@@ -3,6 +3,7 @@
 * :class:`Identity` — the dense reference (the input dtype's width per value).
 * :class:`Sign` — 1 bit per value (signSGD, Bernstein et al. 2018); :class:`ScaledSign` adds one
   32-bit scale per row (EF-signSGD, Karimireddy et al. 2019; 1-bit Adam's ‖x‖₂/√d scale).
+* :class:`OneBitSGD` — 1 bit per value decoded as one of two row means (Seide et al. 2014).
 * :class:`TernGrad` — a stochastic ternary code {−s, 0, s} with s = max |x| (Wen et al. 2017).
 * :class:`QSGD` — s levels with stochastic rounding and a 32-bit norm (Alistarh et al. 2017).
 * :class:`Natural` — stochastic rounding to a power of two, 9 bits (Horváth et al. 2019).
@@ -96,6 +97,35 @@ class ScaledSign(Compressor):
     def _decode(self, payload, W, d):
         signs = _rows_of(payload, "signs", W).to(torch.float32) * 2 - 1
         return signs * _rows_of(payload, "scale", W)
+
+
+class OneBitSGD(Compressor):
+    """1-bit SGD's quantiser (Seide et al. 2014): one bit per coordinate, x_i ≥ 0 or not, decoded as
+    the mean of the row's non-negative entries or the mean of its negative ones.
+
+    The two means are the least-squares reconstruction for that split, so the error is
+    ‖x‖² − (Σ₊x)²/n₊ − (Σ₋x)²/n₋, at most scaled sign's ‖x‖² − ‖x‖₁²/d: contractive with α = 1/d
+    (used with error feedback, as in the paper). Wire: d bits plus two 32-bit means per row.
+    """
+
+    kind = "contractive"
+    homogeneous = True
+
+    def alpha_for(self, d: int) -> float:
+        return 1 / d
+
+    def _encode(self, rows, generator):
+        rows = _wide(rows)
+        up = rows >= 0
+        n_up = up.sum(dim=1, keepdim=True)
+        mean_up = torch.where(up, rows, 0).sum(dim=1, keepdim=True) / n_up.clamp(min=1)
+        mean_down = torch.where(up, 0, rows).sum(dim=1, keepdim=True) / (rows.shape[1] - n_up).clamp(min=1)
+        return (Part.codes("signs", up.to(torch.int64), 1),
+                Part.floats("means", torch.cat([mean_up, mean_down], dim=1).to(torch.float32)))
+
+    def _decode(self, payload, W, d):
+        means = _rows_of(payload, "means", W)
+        return torch.where(_rows_of(payload, "signs", W).bool(), means[:, :1], means[:, 1:])
 
 
 class TernGrad(Compressor):

@@ -13,6 +13,7 @@ from commlab.compress import (
     LogByte,
     LowPrecision,
     Natural,
+    OneBitSGD,
     Payload,
     PowerSGD,
     RandK,
@@ -50,6 +51,7 @@ ALL = [
     PowerSGD(2),
     TernGrad(),
     Threshold(1.0),
+    OneBitSGD(),
 ]
 UNBIASED = [RandK(0.25), RandK(k=2, shared=True), QSGD(2), QSGD(8), Natural(), Uniform(3), TernGrad()]
 
@@ -79,6 +81,7 @@ def gen(seed=0):
         (LogByte(), 10, 10 * 8),  # sign + 7-bit log-magnitude code, no scale
         (PowerSGD(2), 50, (8 + 7) * 2 * 32),  # 50 values seen as an 8 x 7 matrix
         (TernGrad(), 50, 50 * 2 + 32),  # a 2-bit ternary code per value and the scale
+        (OneBitSGD(), 50, 50 + 2 * 32),  # a bit per value and the two means
     ],
 )
 def test_exact_bits_on_hand_built_examples(compressor, d, bits_per_row):
@@ -325,3 +328,17 @@ def test_terngrad_sends_plus_minus_its_scale_and_its_variance_is_the_closed_form
     # E||C(x) - x||^2 = s ||x||_1 - ||x||^2 = 3 * 5.25 - 11.8125 = 3.9375, within Monte-Carlo error
     assert (draws - x).pow(2).sum(dim=1).mean() == pytest.approx(3.0 * 5.25 - 11.8125, rel=0.03)
     assert TernGrad().omega_for(100) == 9.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(d=st.integers(1, 200), seed=st.integers(0, 2**31))
+def test_one_bit_sgd_decodes_the_two_means_and_never_does_worse_than_scaled_sign(d, seed):
+    x = torch.randn(d, generator=gen(seed), dtype=torch.float64).float()
+    x_hat = OneBitSGD()(x)
+    up = x >= 0
+    for group in (up, ~up):
+        if group.any():
+            assert torch.allclose(x_hat[group], x[group].mean().expand(int(group.sum())), atol=1e-6)
+    err = (x_hat - x).double().pow(2).sum()
+    assert err <= (ScaledSign("l1")(x) - x).double().pow(2).sum() + 1e-6
+    assert err <= (1 - OneBitSGD().alpha_for(d)) * x.double().pow(2).sum() + 1e-6
