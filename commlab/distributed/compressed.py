@@ -25,6 +25,7 @@ import torch
 from commlab.comm import Communicator
 from commlab.compress.ef import Mechanism
 from commlab.compress.payload import Part, Payload
+from commlab.compress.quantize import Sign
 
 
 def compressed_round(comm: Communicator, mechanism: Mechanism, g: torch.Tensor,
@@ -49,6 +50,28 @@ def compressed_round(comm: Communicator, mechanism: Mechanism, g: torch.Tensor,
         # every sender is local and the wire is lossless: what arrived is what the workers decoded
         return mechanism.server_step(payload), payload
     return mechanism.aggregate(mechanism.compressor.decompress(received)), payload
+
+
+def majority_vote(comm: Communicator, g: torch.Tensor) -> tuple[torch.Tensor, Payload]:
+    """signSGD with majority vote (Bernstein et al. 2018, Alg. 3): each worker sends the signs of its
+    row of ``g`` ``[L, d]`` (one bit per coordinate, packed) and every worker takes the vote.
+
+    vote_j = sign(Σ_i sign(g_ij)), a tie counting as +1 (``Sign``'s code for g ≥ 0), so the result
+    ``[d]`` has entries ±1 and is equal on every worker. The signs cross in one all-gather of
+    ``ceil(d / 8)`` bytes per worker; the vote is computed by every receiver, so no downlink message
+    is needed (with a parameter server it would be one bit per coordinate down).
+
+    Returns:
+        ``(vote, payload)``: the vote ``[d]`` (float32) and the local workers' sign payload.
+    """
+    if not isinstance(comm, Communicator):
+        raise TypeError(f"comm must be a commlab Communicator, got {type(comm).__name__}")
+    if not isinstance(g, torch.Tensor) or g.dim() != 2 or g.shape[0] != comm.local_workers:
+        raise ValueError(f"g must be [local workers = {comm.local_workers}, d], got "
+                         f"{tuple(g.shape) if isinstance(g, torch.Tensor) else type(g).__name__}")
+    payload = Sign().compress(g)
+    signs = Sign().decompress(gather_payloads(comm, payload)).to(torch.float32)  # [N, d] of ±1
+    return torch.where(signs.sum(dim=0) >= 0, 1.0, -1.0), payload
 
 
 def gather_payloads(comm: Communicator, payload: Payload) -> Payload:

@@ -92,3 +92,12 @@ def mismatched(rank, world_size):
 def wrong_local_axis(rank, world_size):
     """A rank hosts one worker, so a leading axis of 2 is an error."""
     DistComm().all_gather(torch.ones(2, 3)).wait()
+
+
+def vote(rank, world_size, g):
+    """signSGD's majority vote of the rows of ``g`` ``[N, d]``, rank ``rank`` holding row ``rank``."""
+    from commlab.distributed.compressed import majority_vote
+
+    comm = DistComm()
+    result, _ = majority_vote(comm, g[rank : rank + 1])
+    return result, float(comm.meter.bytes_sent.sum())
