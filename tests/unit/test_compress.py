@@ -288,7 +288,8 @@ def test_pack_rows_pads_to_a_width_and_unpack_rows_reads_each_row_by_its_header(
 
 ZOO = [  # the compressor zoo notebook's configurations (its former bytes-match-bits claim, issue 16)
     Identity(), TopK(0.01), TopK(0.1), RandK(0.1), RandK(0.1, scaled=False), RandK(0.1, shared=True),
-    SampledTopK(0.1, sample_ratio=0.1), Sign(), ScaledSign("l1"), ScaledSign("l2"), QSGD(1), QSGD(16), Natural(),
+    SampledTopK(0.1, sample_ratio=0.1), Sign(), ScaledSign("l1"), ScaledSign("l2"), OneBitSGD(), TernGrad(),
+    Threshold(1.0), QSGD(1), QSGD(16), Natural(),
     Uniform(2), Uniform(8), LowPrecision("fp16"), LowPrecision("bf16"), LowPrecision("fp8_e4m3"),
     LowPrecision("fp8_e5m2"), LowPrecision("e3m0"), PowerSGD(1), PowerSGD(4),
 ]
