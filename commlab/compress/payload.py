@@ -229,8 +229,23 @@ class Payload:
 
     @classmethod
     def from_bytes(cls, data: bytes, header: Header) -> Payload:
-        """Inverse of :meth:`to_bytes`, given the static ``header`` of the payload."""
+        """Inverse of :meth:`to_bytes`, given the static ``header`` of the payload.
+
+        The message is checked before and while it is parsed: its length must be the header's
+        ``ceil(bits / 8)`` bytes with zero padding bits, and every index part must hold positions in
+        ``[0, dim)`` in strictly increasing order (a bitmap exactly ``count`` set bits). A message
+        that fails raises ``ValueError`` naming the part; bit flips inside values are not detected.
+        """
+        if not isinstance(data, bytes | bytearray):
+            raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        bits = sum(_header_part_bits(kind, counts, width, dim) for _, kind, counts, width, dim, _, _ in header.parts)
+        if len(data) != math.ceil(bits / 8):
+            state = "truncated" if len(data) < math.ceil(bits / 8) else "extended"
+            raise ValueError(f"payload of {len(data)} bytes is {state}: its header describes {bits} bits, "
+                             f"{math.ceil(bits / 8)} bytes")
         stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
+        if stream[bits:].any():
+            raise ValueError(f"payload padding bits after bit {bits} are not zero")
         parts, at = [], 0
         for name, kind, counts, width, dim, dtype, shared in header.parts:
             if kind == "shared":
@@ -238,8 +253,6 @@ class Payload:
                 continue
             part, at = _read_part(stream, at, name, kind, counts, width, dim, dtype)
             parts.append(part)
-        if math.ceil(at / 8) != len(data):
-            raise ValueError(f"payload of {len(data)} bytes does not match its header ({at} bits)")
         return cls(tuple(parts), header.shape, header.dtype)
 
 
@@ -317,6 +330,25 @@ def _part_bits(part: Part) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, dtype=np.uint8)
 
 
+def _header_part_bits(kind: str, counts, width: int, dim: int) -> int:
+    """Wire bits of one part of a header, over all its rows (:meth:`Part.row_bits` summed)."""
+    if kind == "shared":
+        return 0
+    if kind == "index":
+        return sum(min(count * width, dim) for count in counts)
+    return sum(counts) * width
+
+
+def _checked_positions(positions: np.ndarray, name: str, dim: int) -> np.ndarray:
+    """``positions`` of a decoded index list, or a ``ValueError`` if they are out of ``[0, dim)``,
+    unsorted or repeated (no compressor sends such a list)."""
+    if positions.size and positions.max() >= dim:
+        raise ValueError(f"index part {name!r}: position {int(positions.max())} is out of range for dim {dim}")
+    if positions.size > 1 and not (np.diff(positions) > 0).all():
+        raise ValueError(f"index part {name!r}: positions are not strictly increasing (unsorted or repeated)")
+    return positions
+
+
 def _read_part(stream, at, name, kind, counts, width, dim, dtype) -> tuple[Part, int]:
     if kind in ("float", "uint"):
         n = sum(counts) * width
@@ -330,10 +362,15 @@ def _read_part(stream, at, name, kind, counts, width, dim, dtype) -> tuple[Part,
     rows = []
     for count in counts:
         if count * width > dim:
-            rows.append(np.flatnonzero(stream[at : at + dim]))
+            positions = np.flatnonzero(stream[at : at + dim])
+            if positions.size != count:
+                raise ValueError(f"index part {name!r}: the bitmap sets {positions.size} positions, "
+                                 f"its header says {count}")
+            rows.append(positions)
             at += dim
         else:
-            rows.append(_bits_uint(stream[at : at + count * width], width).astype(np.int64))
+            rows.append(_checked_positions(_bits_uint(stream[at : at + count * width], width).astype(np.int64),
+                                           name, dim))
             at += count * width
     data = torch.from_numpy(np.concatenate(rows).astype(np.int64)) if rows else torch.zeros(0, dtype=torch.int64)
     return Part(name, data, kind, counts, width, dim), at
