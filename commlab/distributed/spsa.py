@@ -43,8 +43,7 @@ the loss oracle for every sample of every local active machine.
 (:func:`commlab.comm.launch.run_workers`, one machine per rank, each with its own replica) and
 returns every rank's parameter hash after every round, so bit-identity is checked between
 processes that share nothing but the seed and the scalars, not between rows of one tensor.
-:class:`SoftmaxRegression` is a picklable loss oracle for those ranks (multinomial logistic
-regression on per-machine shards, the one-byte notebook's model).
+:class:`commlab.problems.SoftmaxRegression` is a picklable loss oracle for those ranks.
 """
 
 from __future__ import annotations
@@ -63,7 +62,6 @@ from commlab.comm.membership import Membership
 from commlab.compress.base import Compressor
 from commlab.compress.payload import Payload
 from commlab.compress.quantize import LogByte
-from commlab.data.batches import batch_indices
 from commlab.distributed.method import Method, SyncEvent
 from commlab.seeding import SeedTree
 
@@ -299,59 +297,6 @@ class SharedSeedSPSA(Method):
                 f"normalize={self.normalize!r})")
 
 
-class SoftmaxRegression:
-    """Multinomial logistic regression as the loss oracle of :class:`SharedSeedSPSA`, on per-machine shards.
-
-    θ = (W ``[features, classes]`` row-major, then b ``[classes]``), d = features·classes + classes. The
-    oracle ``loss(params [S, 2, d], machine, step) -> [S, 2]`` evaluates both rows of sample s on machine
-    ``machine``'s minibatch ``batch_indices(shards[machine], step·S + s, batch_size, seed=seed,
-    worker=machine)``: the cross-entropy averaged over the batch. A module-level class holding only
-    tensors, so it pickles to processes started by :func:`run_on_ranks`.
-
-    Args:
-        x: ``[n, features]`` floating inputs (float64 for bit-identical replicas).
-        y: ``[n]`` int64 labels in ``[0, classes)``.
-        shards: one index array per machine (e.g. ``commlab.data.partition.iid``).
-        batch_size: examples per loss evaluation, >= 1.
-        seed: the minibatch seed.
-        classes: number of classes (default ``max(y) + 1``).
-    """
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, shards, batch_size: int, *, seed: int,
-                 classes: int | None = None):
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 2:
-            raise TypeError(f"x must be a floating tensor [n, features], got {_describe(x)}")
-        if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or tuple(y.shape) != (x.shape[0],):
-            raise TypeError(f"y must be an int64 tensor [{x.shape[0]}], got {_describe(y)}")
-        self.x, self.y = x, y
-        self.shards = [torch.as_tensor(s, dtype=torch.int64) for s in shards]
-        self.batch_size = check_int("batch_size", batch_size, low=1)
-        self.seed = check_seed(seed)
-        self.classes = int(y.max()) + 1 if classes is None else check_int("classes", classes, low=2)
-        self.features = x.shape[1]
-
-    @property
-    def d(self) -> int:
-        """Number of parameters, features·classes + classes."""
-        return self.features * self.classes + self.classes
-
-    def logits(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Logits of ``params`` ``[..., d]`` on inputs ``x`` ``[..., B, features]`` -> ``[..., B, classes]``."""
-        F, C = self.features, self.classes
-        W = params[..., : F * C].reshape(*params.shape[:-1], F, C)
-        return x @ W + params[..., None, F * C :]
-
-    def __call__(self, params: torch.Tensor, machine: int, step: int) -> torch.Tensor:
-        n, B = params.shape[0], self.batch_size
-        idx = torch.stack([batch_indices(self.shards[machine], step * n + s, B, seed=self.seed, worker=machine)
-                           for s in range(n)])
-        logits = self.logits(params, self.x[idx][:, None])  # [S, 2, B, classes]
-        labels = self.y[idx][:, None].expand(n, 2, B)
-        losses = torch.nn.functional.cross_entropy(logits.reshape(-1, self.classes), labels.reshape(-1),
-                                                   reduction="none")
-        return losses.view(n, 2, -1).mean(-1)
-
-
 @dataclass(frozen=True)
 class RankTrace:
     """What one rank of :func:`run_on_ranks` reports.
@@ -375,8 +320,8 @@ def run_on_ranks(world_size: int, loss: LossFn, theta0: torch.Tensor, rounds: in
 
     Every rank starts from ``theta0`` ``[d]``, builds ``SharedSeedSPSA(DistComm(), theta0[None], **settings)``
     and hashes its replica after every round. ``loss`` must be picklable (a module-level function or,
-    e.g., a :class:`SoftmaxRegression`). Raises ``RuntimeError`` naming the rank and its error when a rank
-    does not finish.
+    e.g., a :class:`commlab.problems.SoftmaxRegression`). Raises ``RuntimeError`` naming the rank and its
+    error when a rank does not finish.
     """
     world_size = check_int("world_size", world_size, low=1)
     rounds = check_int("rounds", rounds, low=0)

@@ -6,6 +6,7 @@
 * :func:`nonconvex_logreg` / :class:`NonconvexLogReg`: logistic loss + λ Σ x_j²/(1+x_j²), with
   :func:`synthetic_classification` and :func:`sklearn_binary` data.
 * :func:`bilinear_saddle` / :class:`BilinearSaddle`: strongly-monotone affine operators F_m, z*, L_max.
+* :class:`SoftmaxRegression`: multinomial logistic loss on per-machine minibatches, a zeroth-order oracle.
 * :mod:`commlab.problems.vi`: extragradient and MASHA solvers for the saddle problem.
 * :func:`smoothness_constants`: L_AM, L_QM, L_var of per-worker constants.
 
@@ -20,6 +21,7 @@ from commlab.problems.logistic import NonconvexLogReg, nonconvex_logreg, sklearn
 from commlab.problems.penalty import nonconvex_penalty, nonconvex_penalty_grad
 from commlab.problems.quadratics import HeterogeneousQuadratics, heterogeneous_quadratics
 from commlab.problems.smoothness import SmoothnessConstants, lambda_max, smoothness_constants
+from commlab.problems.softmax import SoftmaxRegression
 
 __all__ = [
     "BilinearSaddle",
@@ -28,6 +30,7 @@ __all__ = [
     "HeterogeneousQuadratics",
     "NonconvexLogReg",
     "SmoothnessConstants",
+    "SoftmaxRegression",
     "bilinear_saddle",
     "heterogeneous_least_squares",
     "heterogeneous_quadratics",

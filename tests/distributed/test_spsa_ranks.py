@@ -13,7 +13,8 @@ from commlab.comm.hashing import state_hash
 from commlab.comm.membership import Membership
 from commlab.compress import Identity, LogByte
 from commlab.data import digits, partition
-from commlab.distributed.spsa import SharedSeedSPSA, SoftmaxRegression, run_on_ranks
+from commlab.distributed.spsa import SharedSeedSPSA, run_on_ranks
+from commlab.problems import SoftmaxRegression
 
 
 def _problem(world, seed=0, n=200):
