@@ -25,6 +25,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from statistics import median
 
 from commlab._files import atomic_write_text
 from commlab.lab.claims import KINDS
@@ -36,12 +37,6 @@ SEVERITY = ("ok", "claims_failed", "error", "timeout", "interrupted", "not_start
 LABELS = {"ok": "ok", "claims_failed": "claims failed", "error": "error", "timeout": "timeout",
           "interrupted": "interrupted", "not_started": "not started"}
 """How each status is written in ``summary.md`` and ``RESULTS.md``."""
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _is_number(value) -> bool:
@@ -62,13 +57,13 @@ def combine_claims(runs: list[dict]) -> list[dict]:
         passed = sum(c.get("status") == "pass" for _, c in evaluated)
         status = "skip" if not evaluated else "pass" if passed == len(evaluated) else "fail"
         if len(numbers) == len(values) and len(values) > 1:
-            measured = _median(numbers)
+            measured = median(numbers)
         else:
             measured = values[0] if values else seen[0][1]["measured"]
         combined.append({
             **seen[0][1], "measured": measured, "status": status, "passed": status == "pass",
             "seeds_run": len(evaluated), "seeds_passed": passed,
-            "spread": ({"min": min(numbers), "median": _median(numbers), "max": max(numbers)}
+            "spread": ({"min": min(numbers), "median": median(numbers), "max": max(numbers)}
                        if numbers else None),
             "per_seed": [{"seed": seed, "measured": c["measured"], "expected": c["expected"], "status": c["status"]}
                          for seed, c in seen]})
