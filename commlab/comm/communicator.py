@@ -26,12 +26,15 @@ background of the simulated clock instead (communication overlapped with computa
     comm.advance(tau * c)                             # τ inner steps of computation meanwhile
     mean = work.wait()                                # clock = max(now, launch + link time)
 
-The result is computed at once on both backends (DistComm runs the collective synchronously; only
-the simulated clock overlaps); collectives launched while another is in flight queue behind it on the
-link. SimComm is deterministic: a sum reduces the stacked
-``[N, ...]`` tensor of all workers with one fixed kernel, and ``DistComm(deterministic=True)``
-gathers that same stacked tensor and reduces it the same way, so the two agree bit for bit. A gossip
-``mix`` adds W_ij·x_j in order j = 0, 1, …, N − 1 on both.
+On SimComm the result is computed at once and only the simulated clock overlaps; on DistComm an
+``all_reduce`` or ``all_gather`` launched with :meth:`~Communicator.start` really runs in the background
+(``async_op=True``): the call returns as soon as the collective is queued, ``wait()`` blocks until it
+completes, and :meth:`Work.future` gives a ``torch.futures.Future`` for chaining (a DDP hook returns
+one). Collectives launched while another is in flight queue behind it on the link.
+
+SimComm is deterministic: a sum reduces the stacked ``[N, ...]`` tensor of all workers with one fixed
+kernel, and ``DistComm(deterministic=True)`` gathers that same stacked tensor and reduces it the same
+way, so the two agree bit for bit. A gossip ``mix`` adds W_ij·x_j in order j = 0, 1, …, N − 1 on both.
 
 The :class:`Meter` counts what each local worker puts on the wire: the bytes it contributes to an
 all-reduce or all-gather, the source's bytes in a broadcast, one message per neighbour in a gossip
@@ -42,6 +45,7 @@ worker sent in a single synchronisation. Time on a slow link comes from :class:`
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -58,29 +62,75 @@ class CommunicationError(RuntimeError):
     """A collective failed on a real process group: a peer died, closed its connection or timed out."""
 
 
+class Pending:
+    """A result still on the wire: a ``torch.distributed`` work handle and what turns its buffers into
+    the result once it has completed (a division, a concatenation, a view)."""
+
+    def __init__(self, handle, finish: Callable[[], torch.Tensor], comm: DistComm, op: str):
+        self.handle, self.finish, self.comm, self.op = handle, finish, comm, op
+
+    def then(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Pending:
+        """The same collective, its result passed through ``fn``."""
+        return Pending(self.handle, lambda: fn(self.finish()), self.comm, self.op)
+
+
 class Work:
     """A collective: :meth:`wait` returns its result; ``finish_time`` is the clock (s) when it completes.
 
     A Work from :meth:`Communicator.start` also carries its ``start_time``, and waiting on it moves
-    the communicator's clock on to ``finish_time`` if the clock has not reached it yet.
+    the communicator's clock on to ``finish_time`` if the clock has not reached it yet. A Work whose
+    collective is still running on a real process group (``DistComm.start``) learns its
+    ``finish_time`` (the wall clock) when :meth:`wait` returns.
     """
 
-    def __init__(self, result: torch.Tensor, finish_time: float, *, start_time: float | None = None,
+    def __init__(self, result: torch.Tensor | Pending, finish_time: float, *, start_time: float | None = None,
                  comm: Communicator | None = None):
         self._result = result
         self.finish_time = finish_time
         self.start_time = finish_time if start_time is None else start_time
         self._comm = comm
 
+    def is_completed(self) -> bool:
+        """Whether :meth:`wait` would return without blocking."""
+        return not isinstance(self._result, Pending) or self._result.handle.is_completed()
+
     def wait(self) -> torch.Tensor:
+        self._resolve()
         if self._comm is not None:
             self._comm._clock = max(self._comm._clock, self.finish_time)
         return self._result
 
+    def future(self) -> torch.futures.Future:
+        """A ``torch.futures.Future`` completed with :meth:`wait`'s result when the collective
+        completes (already completed unless the collective is running in the background)."""
+        if isinstance(self._result, Pending):
+            pending = self._result
+            # the callback runs when the collective has completed; waiting on its handle there would block
+            return pending.handle.get_future().then(lambda _: self._complete(pending))
+        future = torch.futures.Future()
+        future.set_result(self.wait())
+        return future
+
+    def _resolve(self) -> torch.Tensor:
+        """The result, blocking until a collective running in the background has completed."""
+        if isinstance(self._result, Pending):
+            pending = self._result
+            pending.comm._call(pending.op, pending.handle.wait)
+            self._complete(pending)
+        return self._result
+
+    def _complete(self, pending: Pending) -> torch.Tensor:
+        """Turn the completed collective's buffers into the result (once)."""
+        if self._result is pending:
+            self._result = pending.finish()
+            if pending.comm.link is None:
+                self.finish_time = pending.comm.clock
+        return self._result
+
     def state_dict(self) -> dict:
-        """The result and times of a Work still to be waited for, so a checkpoint can carry it (waiting
-        is not required: every backend has the result when the Work is returned)."""
-        return {"result": self._result.clone(), "start": self.start_time, "finish": self.finish_time,
+        """The result and times of a Work still to be waited for, so a checkpoint can carry it (a
+        collective still running in the background is waited for first)."""
+        return {"result": self._resolve().clone(), "start": self.start_time, "finish": self.finish_time,
                 "started": self._comm is not None}
 
     @staticmethod
@@ -210,9 +260,9 @@ class Communicator:
         """Every row becomes the sum (or mean) of the N workers' rows (a view: rows share memory)."""
         check_choice("op", op, REDUCE_OPS)
         x = self._check("all_reduce", x, floating=True)
-        total = self._reduce(x, op)
+        total = _then(self._reduce(x, op), lambda t: t.expand(x.shape))
         per = torch.full((self.local_workers,), float(nbytes(x)), dtype=torch.float64)
-        return self._done("all_reduce", total.expand(x.shape), per, nbytes(x))
+        return self._done("all_reduce", total, per, nbytes(x))
 
     def all_gather(self, x: torch.Tensor) -> Work:
         """``[N, ...]``: every worker's row, in worker order."""
@@ -264,12 +314,13 @@ class Communicator:
 
     # -- what the backends define ------------------------------------------------------------------
 
-    def _reduce(self, x: torch.Tensor, op: str) -> torch.Tensor:
+    def _reduce(self, x: torch.Tensor, op: str) -> torch.Tensor | Pending:
         """Σ_j x_j or its mean over all N workers, shape ``x.shape[1:]``; SimComm and deterministic
-        DistComm both reduce the stacked ``[N, ...]`` tensor with the same kernel, so their bits agree."""
+        DistComm both reduce the stacked ``[N, ...]`` tensor with the same kernel, so their bits agree.
+        A collective launched in the background returns it :class:`Pending`."""
         raise NotImplementedError
 
-    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+    def _gather(self, x: torch.Tensor) -> torch.Tensor | Pending:
         raise NotImplementedError
 
     def _broadcast(self, x: torch.Tensor, src: int) -> torch.Tensor:
@@ -396,16 +447,25 @@ class DistComm(Communicator):
 
     def _reduce(self, x, op):
         if self.deterministic:
-            stacked = self._gather(x)
-            return stacked.sum(dim=0) if op == "sum" else stacked.mean(dim=0)
+            return _then(self._gather(x), lambda stacked: stacked.sum(dim=0) if op == "sum" else stacked.mean(dim=0))
         total = x[0].clone()
-        self._call("all_reduce", dist.all_reduce, total, group=self.group)
-        return total if op == "sum" else total / self.world_size
+        return self._launch("all_reduce", dist.all_reduce, total,
+                            lambda: total if op == "sum" else total / self.world_size)
 
     def _gather(self, x):
         out = [torch.empty_like(x) for _ in range(self.world_size)]
-        self._call("all_gather", dist.all_gather, out, x.contiguous(), group=self.group)
-        return torch.cat(out)
+        # in the background the caller may change x before the collective has read it: send a copy
+        mine = x.clone() if self._starting else x.contiguous()
+        return self._launch("all_gather", dist.all_gather, out, lambda: torch.cat(out), mine)
+
+    def _launch(self, op: str, fn, buffer, finish: Callable[[], torch.Tensor], *inputs) -> torch.Tensor | Pending:
+        """Run ``fn(buffer, *inputs)`` on the group: at once, returning ``finish()``, or, inside
+        :meth:`start`, in the background, returning it :class:`Pending`."""
+        if self._starting:
+            handle = self._call(op, fn, buffer, *inputs, group=self.group, async_op=True)
+            return Pending(handle, finish, self, op)
+        self._call(op, fn, buffer, *inputs, group=self.group)
+        return finish()
 
     def _broadcast(self, x, src):
         buffer = x[0].clone()
@@ -457,6 +517,11 @@ class DistComm(Communicator):
                 f"rank {self.rank}: {op} failed after {waited:.1f} s; another rank probably died or "
                 f"stopped answering (see its log for the cause). torch.distributed said: {error}"
             ) from error
+
+
+def _then(result: torch.Tensor | Pending, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | Pending:
+    """``fn(result)``, or, for a collective still running, ``fn`` applied when it completes."""
+    return result.then(fn) if isinstance(result, Pending) else fn(result)
 
 
 def _wait_all(ops):

@@ -101,3 +101,24 @@ def vote(rank, world_size, g):
     comm = DistComm()
     result, _ = majority_vote(comm, g[rank : rank + 1])
     return result, float(comm.meter.bytes_sent.sum())
+
+
+def background(rank, world_size, flag, deterministic):
+    """Rank 0 launches an all-reduce and an all-gather with ``start`` and checks that neither has
+    completed before rank 1 joins (rank 1 waits for the file ``flag`` that rank 0 writes only then);
+    returns what rank 0 got through ``wait`` and through ``future``, and its meter."""
+    comm = DistComm(deterministic=deterministic, check_shapes=False)
+    x = torch.arange(3.0)[None] + 10 * rank
+    if rank == 0:
+        reduced, gathered = comm.start("all_reduce", x, op="mean"), comm.start("all_gather", x)
+        pending = (reduced.is_completed(), gathered.is_completed())
+        x += 100  # the caller may reuse its tensor once start has returned
+        open(flag, "w").close()
+        chained = gathered.future().then(lambda f: f.value().sum())
+        return {"pending": pending, "mean": reduced.wait(), "gather": gathered.wait(), "chained": chained.wait(),
+                "bytes": comm.meter.bytes_sent.clone(), "done": (reduced.is_completed(), gathered.is_completed())}
+    while not os.path.exists(flag):
+        time.sleep(0.01)
+    comm.all_reduce(x, op="mean").wait()
+    comm.all_gather(x).wait()
+    return None
