@@ -21,6 +21,8 @@ Constants (briefs/_conventions.md §5), where they exist:
 from __future__ import annotations
 
 import inspect
+import math
+from collections.abc import Callable
 
 import torch
 
@@ -38,12 +40,35 @@ def check_ratio(ratio: float | None, k: int | None) -> None:
 
 
 def kept(ratio: float | None, k: int | None, d: int) -> int:
-    """Number of coordinates kept out of ``d``: ``k``, or ``ceil(ratio * d)`` (at least 1)."""
+    """Number of coordinates a sparsifier keeps out of ``d``: ``k`` itself, or ``k_for(ratio, d)``."""
     if k is not None:
         if k > d:
             raise ValueError(f"k={k} is larger than the dimension d={d}")
         return k
-    return max(1, min(d, int(-(-ratio * d // 1))))
+    return k_for(ratio, d)
+
+
+def k_for(ratio: float, d: int) -> int:
+    """The one rule for k from a ratio, used by every sparsifier (TopK, RandK, SampledTopK):
+    ``k = ceil(ratio * d)`` (the product in float64), at least 1 and at most ``d``.
+
+    So a ratio never keeps less than it asks for: ``k_for(0.1, 50) = 5``, ``k_for(0.1, 51) = 6``,
+    ``k_for(1e-6, 50) = 1``.
+    """
+    return max(1, min(d, math.ceil(ratio * d)))
+
+
+def draw(sample: Callable[..., torch.Tensor], *args, generator: torch.Generator, device: torch.device,
+         **kwargs) -> torch.Tensor:
+    """``sample(*args, **kwargs)`` (``torch.rand``, ``randn``, ``randint``) drawn from ``generator`` on the
+    generator's own device, then moved to ``device`` (the input's).
+
+    This is the rule for random draws and devices in every compressor: torch draws only where the
+    generator lives, so a seeded CPU generator gives the same draws, hence the same payload, for a
+    CPU and a CUDA copy of the input (at the cost of one host-to-device copy of the draws); a
+    generator on the input's device (``torch.Generator("cuda")``) draws there with no copy.
+    """
+    return sample(*args, generator=generator, device=generator.device, **kwargs).to(device)
 
 
 class Compressor:
@@ -135,7 +160,10 @@ class Compressor:
             raise ValueError(f"x must have shape [d] or [W, d], got {tuple(x.shape)}")
         if x.numel() == 0:
             raise ValueError(f"x must not be empty, got shape {tuple(x.shape)}")
-        low, high = torch.aminmax(x)  # NaN propagates; one pass, no temporary
-        if not (torch.isfinite(low) and torch.isfinite(high)):
-            raise ValueError("x contains NaN or Inf")
+        # a finite sum proves every entry finite (NaN and Inf propagate, +Inf - Inf is NaN): one pass, no
+        # temporary; only a sum that overflows is checked again entry by entry
+        if not torch.isfinite(x.sum()):
+            low, high = torch.aminmax(x)
+            if not (torch.isfinite(low) and torch.isfinite(high)):
+                raise ValueError("x contains NaN or Inf")
         return x.detach().reshape(-1, x.shape[-1])

@@ -6,7 +6,8 @@ generator (shared by all workers when they use the same seed):
 
     P = M Q,   P̂ = orthonormalise(P),   Q' = Mᵀ P̂,   C(M) = P̂ Q'ᵀ        (Alg. 1 of the paper)
 
-The wire carries P̂ and Q' (``(n + m)·r`` float32 values per row). In PowerSGD proper the P and Q'
+The wire carries P̂ and Q' (``(n + m)·r`` float32 values per row): every input dtype is cast to
+float32 (a float64 row is approximated in float32 and decoded back to float64). In PowerSGD proper the P and Q'
 of all workers are all-reduced in two rounds so the result approximates the *mean* matrix; that
 protocol belongs to the Communicator. As a per-worker compressor it is biased, not linear.
 
@@ -24,7 +25,7 @@ import math
 
 import torch
 
-from commlab.compress.base import Compressor
+from commlab.compress.base import Compressor, draw
 from commlab.compress.payload import Part
 
 
@@ -88,7 +89,7 @@ class PowerSGD(Compressor):
         key = (W, n, m, r)
         Q = self._q.get(key) if self.warm_start else None
         if Q is None:
-            Q = torch.randn(m, r, generator=generator)  # one draw shared by every row
+            Q = draw(torch.randn, m, r, generator=generator, device=M.device)  # one draw shared by every row
         P, _ = torch.linalg.qr(M @ Q)
         Q_next = M.transpose(1, 2) @ P
         if self.warm_start:

@@ -21,7 +21,7 @@ import math
 import torch
 
 from commlab._checks import check_positive
-from commlab.compress.base import Compressor
+from commlab.compress.base import Compressor, draw
 from commlab.compress.payload import Part
 
 
@@ -31,13 +31,16 @@ def _rows_of(payload, name: str, W: int) -> torch.Tensor:
 
 def _wide(rows: torch.Tensor) -> torch.Tensor:
     """``rows`` in float32, or float64 when they are float64: norms, scales and ratios of half-precision
-    input are computed where they cannot overflow (‖1‖₁ of 100,000 fp16 ones is Inf in fp16)."""
+    input are computed where they cannot overflow (‖1‖₁ of 100,000 fp16 ones is Inf in fp16).
+
+    The scales a quantiser sends (ScaledSign, OneBitSGD, TernGrad, QSGD, Uniform) are sent in this
+    dtype: 32 bits each, 64 bits for float64 input, so a float64 vector keeps its float64 scale."""
     return rows if rows.dtype in (torch.float32, torch.float64) else rows.to(torch.float32)
 
 
 def _stochastic_round(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """floor(x + u), u ~ U[0, 1): unbiased rounding of non-negative ``x`` to an integer."""
-    return torch.floor(x + torch.rand(x.shape, generator=generator, dtype=x.dtype))
+    return torch.floor(x + draw(torch.rand, x.shape, generator=generator, device=x.device, dtype=x.dtype))
 
 
 class Identity(Compressor):
@@ -67,7 +70,7 @@ class Sign(Compressor):
 
 
 class ScaledSign(Compressor):
-    """scale · sign(x): one bit per coordinate plus one 32-bit scale per row.
+    """scale · sign(x): one bit per coordinate plus one 32-bit scale per row (64-bit for float64 input).
 
     ``norm="l1"``: scale = ‖x‖₁/d, the contractive form of Karimireddy et al. (2019) with
     α = ‖x‖₁²/(d‖x‖₂²) ≥ 1/d. ``norm="l2"``: scale = ‖x‖₂/√d, which keeps the norm (1-bit Adam's
@@ -92,7 +95,7 @@ class ScaledSign(Compressor):
             scale = rows.abs().sum(dim=1, keepdim=True) / d
         else:
             scale = rows.norm(dim=1, keepdim=True) / math.sqrt(d)
-        return Part.codes("signs", (rows >= 0).to(torch.int64), 1), Part.floats("scale", scale.to(torch.float32))
+        return Part.codes("signs", (rows >= 0).to(torch.int64), 1), Part.floats("scale", scale)
 
     def _decode(self, payload, W, d):
         signs = _rows_of(payload, "signs", W).to(torch.float32) * 2 - 1
@@ -105,7 +108,8 @@ class OneBitSGD(Compressor):
 
     The two means are the least-squares reconstruction for that split, so the error is
     ‖x‖² − (Σ₊x)²/n₊ − (Σ₋x)²/n₋, at most scaled sign's ‖x‖² − ‖x‖₁²/d: contractive with α = 1/d
-    (used with error feedback, as in the paper). Wire: d bits plus two 32-bit means per row.
+    (used with error feedback, as in the paper). Wire: d bits plus two 32-bit means per row (64-bit for
+    float64 input).
     """
 
     kind = "contractive"
@@ -121,7 +125,7 @@ class OneBitSGD(Compressor):
         mean_up = torch.where(up, rows, 0).sum(dim=1, keepdim=True) / n_up.clamp(min=1)
         mean_down = torch.where(up, 0, rows).sum(dim=1, keepdim=True) / (rows.shape[1] - n_up).clamp(min=1)
         return (Part.codes("signs", up.to(torch.int64), 1),
-                Part.floats("means", torch.cat([mean_up, mean_down], dim=1).to(torch.float32)))
+                Part.floats("means", torch.cat([mean_up, mean_down], dim=1)))
 
     def _decode(self, payload, W, d):
         means = _rows_of(payload, "means", W)
@@ -133,7 +137,7 @@ class TernGrad(Compressor):
 
     Unbiased; E‖C(x) − x‖² = s‖x‖₁ − ‖x‖² ≤ (√d − 1)‖x‖², since s‖x‖₁ ≤ ‖x‖∞ √d ‖x‖₂ ≤ √d ‖x‖²,
     so ω = √d − 1. Wire: a 2-bit ternary code per coordinate (0, +1, −1) plus one 32-bit scale per
-    row (the paper's per-layer scaler; without its gradient clipping).
+    row (64-bit for float64 input; the paper's per-layer scaler, without its gradient clipping).
     """
 
     kind = "unbiased"
@@ -146,9 +150,10 @@ class TernGrad(Compressor):
     def _encode(self, rows, generator):
         rows = _wide(rows)
         scale = rows.abs().amax(dim=1, keepdim=True)  # s = ‖x‖∞ per row
-        keep = torch.rand(rows.shape, generator=generator, dtype=rows.dtype) * scale < rows.abs()  # P = |x_i|/s
+        u = draw(torch.rand, rows.shape, generator=generator, device=rows.device, dtype=rows.dtype)
+        keep = u * scale < rows.abs()  # P = |x_i|/s
         codes = keep.to(torch.int64) * (1 + (rows < 0).to(torch.int64))  # 0: zero, 1: +s, 2: −s
-        return Part.codes("ternary", codes, 2), Part.floats("scale", scale.to(torch.float32))
+        return Part.codes("ternary", codes, 2), Part.floats("scale", scale)
 
     def _decode(self, payload, W, d):
         codes = _rows_of(payload, "ternary", W)
@@ -160,7 +165,8 @@ class QSGD(Compressor):
     """QSGD with ``s`` levels: x_i ≈ ‖x‖₂ · sign(x_i) · ξ_i / s, ξ_i stochastic rounding of s|x_i|/‖x‖₂.
 
     Unbiased with ω = min(d/s², √d/s) (Alistarh et al. 2017, Lemma 3.1). Wire: 1 sign bit and
-    ``ceil(log2(s + 1))`` level bits per coordinate (fixed length, no Elias coding) plus a 32-bit norm.
+    ``ceil(log2(s + 1))`` level bits per coordinate (fixed length, no Elias coding) plus a 32-bit norm
+    (64-bit for float64 input).
     """
 
     kind = "unbiased"
@@ -183,7 +189,7 @@ class QSGD(Compressor):
         return (
             Part.codes("signs", (rows >= 0).to(torch.int64), 1),
             Part.codes("levels", levels.to(torch.int64), width),
-            Part.floats("norm", norm.to(torch.float32)),
+            Part.floats("norm", norm),
         )
 
     def _decode(self, payload, W, d):
@@ -197,7 +203,8 @@ class Natural(Compressor):
 
     For 2^e ≤ |x| < 2^(e+1) it sends 2^(e+1) with probability |x|/2^e − 1, else 2^e: unbiased with
     ω = 1/8 (Horváth et al. 2019, Thm. 1). On the wire: the sign and the 8-bit float32 exponent,
-    9 bits per coordinate; input is rounded in float32.
+    9 bits per coordinate. Other dtypes are cast to float32 first (float64 input is rounded to float32,
+    and must lie within its range, |x| ≤ 3.4e38); the receiver's values are cast back.
     """
 
     kind = "unbiased"
@@ -205,11 +212,13 @@ class Natural(Compressor):
     random = True
 
     def _encode(self, rows, generator):
+        if rows.dtype == torch.float64 and rows.abs().max() > torch.finfo(torch.float32).max:
+            raise ValueError("Natural sends float32 exponents: x must lie within the float32 range (|x| <= 3.4e38)")
         bits = rows.to(torch.float32).view(torch.int32).to(torch.int64)
         sign = (bits >> 31) & 1
         exponent = (bits >> 23) & 0xFF
         mantissa = (bits & 0x7FFFFF).to(torch.float64) / 2**23
-        up = torch.rand(rows.shape, generator=generator, dtype=torch.float64) < mantissa
+        up = draw(torch.rand, rows.shape, generator=generator, device=rows.device, dtype=torch.float64) < mantissa
         exponent = exponent + up.to(torch.int64)
         return (Part.codes("codes", (sign << 8) | exponent, 9),)
 
@@ -224,7 +233,11 @@ class Uniform(Compressor):
 
     x_i ≈ m + Δ·q_i with m = min x, Δ = (max x − min x)/(2^b − 1) and q_i the stochastic rounding
     of (x_i − m)/Δ: unbiased, per-coordinate variance ≤ Δ²/4, hence ω ≤ d/(2^b − 1)². Wire: b bits
-    per coordinate plus two 32-bit scales (min and max) per row.
+    per coordinate plus two scales (min and max) per row, 32 bits each (64 for float64 input).
+
+    Codes are always in [0, 2^b − 1], for any finite input and any b ≤ 16: a constant row sends all
+    zeros, and a float32 (or fp16/bf16) row whose range max − min overflows float32 (wider than
+    3.4e38) is coded and decoded in float64. A float64 row whose range overflows float64 is rejected.
     """
 
     kind = "unbiased"
@@ -238,22 +251,31 @@ class Uniform(Compressor):
     def omega_for(self, d: int) -> float:
         return d / (2**self.bits - 1) ** 2
 
+    def _step(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(lo, Δ)`` of rows with range ``[lo, hi]`` (``[W, 1]`` each), in float64 when ``hi − lo``
+        overflows their dtype: both ends compute Δ this way from the range that is sent."""
+        span = hi - lo
+        if not torch.isfinite(span).all():
+            lo, span = lo.to(torch.float64), hi.to(torch.float64) - lo.to(torch.float64)
+            if not torch.isfinite(span).all():
+                raise ValueError("x's range max - min overflows float64; Uniform cannot code it")
+        return lo, span / (2**self.bits - 1)
+
     def _encode(self, rows, generator):
         rows = _wide(rows)  # codes up to 2^16 - 1 and the range are not representable in fp16
         lo = rows.min(dim=1, keepdim=True).values
         hi = rows.max(dim=1, keepdim=True).values
-        step = (hi - lo) / (2**self.bits - 1)
+        low, step = self._step(lo, hi)
         safe = torch.where(step > 0, step, torch.ones_like(step))
-        q = _stochastic_round((rows - lo) / safe, generator).clamp_(0, 2**self.bits - 1)
-        return (
-            Part.codes("codes", q.to(torch.int64), self.bits),
-            Part.floats("range", torch.cat([lo, hi], dim=1).to(torch.float32)),
-        )
+        q = _stochastic_round((rows.to(step.dtype) - low) / safe, generator).clamp_(0, 2**self.bits - 1)
+        return Part.codes("codes", q.to(torch.int64), self.bits), Part.floats("range", torch.cat([lo, hi], dim=1))
 
     def _decode(self, payload, W, d):
-        lo, hi = _rows_of(payload, "range", W).unbind(dim=1)
-        step = (hi - lo) / (2**self.bits - 1)
-        return lo[:, None] + _rows_of(payload, "codes", W).to(torch.float32) * step[:, None]
+        lo, hi = _rows_of(payload, "range", W).split(1, dim=1)
+        low, step = self._step(lo, hi)
+        out = low + _rows_of(payload, "codes", W).to(step.dtype) * step
+        # in float64 the top code may land above hi by rounding, which near float64's maximum is Inf
+        return torch.minimum(out, hi.to(out.dtype)) if out.dtype == torch.float64 else out
 
 
 _CASTS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}

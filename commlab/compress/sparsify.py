@@ -8,8 +8,14 @@
   (Lin et al. 2018), lowered while too few pass, with the exact top-k among the survivors when too
   many pass (:func:`sampled_threshold_select` does one row and reports how it went).
 
-Each kept coordinate costs its value (the dtype's width) plus its share of the index part:
-``min(k * ceil(log2 d), d)`` bits per row (index list or bitmap, whichever is smaller).
+Each kept coordinate costs its value (the dtype's width: 32 bits for float32, 64 for float64, whose
+values are kept exactly) plus its share of the index part: ``min(k * ceil(log2 d), d)`` bits per row
+(index list or bitmap, whichever is smaller). :class:`SampledTopK`, whose count varies by row, also
+sends that count, 32 bits per row. k from a ratio follows one rule, :func:`~commlab.compress.base.k_for`:
+``ceil(ratio * d)``, at least 1 and at most d.
+
+Devices: positions, masks and decoded tensors live on the input's device; random draws follow
+:func:`~commlab.compress.base.draw` (made on the generator's device, then moved to the input's).
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ import numpy as np
 import torch
 
 from commlab._checks import check_fraction, check_int, check_positive, check_real_in
-from commlab.compress.base import Compressor, check_ratio, kept
+from commlab.compress.base import Compressor, check_ratio, draw, kept
 from commlab.compress.payload import Part, Payload, float_width
 
 _SPARSE_MIN_DIM = 1 << 16  # below this, one torch.topk over the rows is fast enough
 _SAMPLE_HITS = 64  # expected number of the k largest inside the threshold sample
 _SAMPLE_BLOCK = 1024  # sampled in contiguous blocks, which is cache-friendly
 _NUMPY_FLOATS = (torch.float32, torch.float64)
+COUNT_BITS = 32  # the count field of a row whose number of kept entries varies
 
 
 def top_indices(rows: torch.Tensor, k: int) -> torch.Tensor:
@@ -46,7 +53,7 @@ def top_indices(rows: torch.Tensor, k: int) -> torch.Tensor:
             return picked[None]
     mags = rows.abs()
     if k == d:
-        return torch.arange(d).expand(W, d).clone()
+        return torch.arange(d, device=rows.device).expand(W, d).clone()
     # the (k+1)-th largest tells whether ties straddle the k-th place; torch.topk's choice among
     # ties is unspecified, so only those rows are redone with the deterministic rule
     top = mags.topk(k + 1, dim=1, sorted=True)
@@ -103,25 +110,34 @@ def _sparse_parts(rows: torch.Tensor, idx: torch.Tensor, counts) -> tuple[Part, 
     if idx.dim() == 2:
         values = rows.gather(1, idx).reshape(-1)
     else:
-        values = rows[_row_of(counts), idx]
+        values = rows[_row_of(counts, rows.device), idx]
     return (
         Part("values", values, "float", tuple(counts), float_width(values.dtype)),
         Part.indices("indices", idx, counts, rows.shape[1]),
     )
 
 
-def _row_of(counts) -> torch.Tensor:
-    return torch.arange(len(counts)).repeat_interleave(torch.as_tensor(counts, dtype=torch.int64))
+def _counted_parts(rows: torch.Tensor, idx: torch.Tensor, counts) -> tuple[Part, Part, Part]:
+    """:func:`_sparse_parts` behind a ``"count"`` part: each row's number of kept entries as a
+    ``COUNT_BITS``-bit code, which the receiver reads first when the number varies by row."""
+    count = Part.codes("count", torch.as_tensor(counts, dtype=torch.int64, device=rows.device)[:, None], COUNT_BITS)
+    return (count, *_sparse_parts(rows, idx, counts))
+
+
+def _row_of(counts, device: torch.device) -> torch.Tensor:
+    """The row of each entry of a flat part whose row ``w`` holds ``counts[w]`` entries."""
+    counts = torch.as_tensor(counts, dtype=torch.int64, device=device)
+    return torch.arange(len(counts), device=device).repeat_interleave(counts)
 
 
 def _scatter(payload: Payload, W: int, d: int, scale: float = 1.0) -> torch.Tensor:
     values, indices = payload["values"], payload["indices"]
     data = values.data * scale if scale != 1.0 else values.data
-    out = torch.zeros(W, d, dtype=data.dtype)
+    out = torch.zeros(W, d, dtype=data.dtype, device=data.device)
     if len(set(indices.counts)) == 1:
         out.scatter_(1, indices.data.reshape(W, -1), data.reshape(W, -1))
     else:
-        out[_row_of(indices.counts), indices.data] = data
+        out[_row_of(indices.counts, data.device), indices.data] = data
     return out
 
 
@@ -158,8 +174,8 @@ class Threshold(Compressor):
 
     Biased and without a contraction constant (a row below the threshold sends nothing, so α = 0),
     which is why it is used with error feedback. Each kept coordinate costs its value plus its share
-    of the index part (list or bitmap, whichever is smaller). Like :class:`SampledTopK`, the per-row
-    count is not yet charged (issue 18, item 4).
+    of the index part (list or bitmap, whichever is smaller). Unlike :class:`SampledTopK`, the per-row
+    count is not yet charged.
     """
 
     homogeneous = False
@@ -208,7 +224,7 @@ class RandK(Compressor):
         W, d = rows.shape
         k = kept(self.ratio, self.k, d)
         draws = 1 if self.shared else W
-        keys = torch.rand(draws, d, generator=generator)
+        keys = draw(torch.rand, draws, d, generator=generator, device=rows.device)
         idx = keys.topk(k, dim=1, sorted=False).indices.sort(dim=1).values.expand(W, k)
         values, indices = _sparse_parts(rows, idx, [k] * W)
         if self.shared:
@@ -234,7 +250,9 @@ class SampledTopK(Compressor):
 
     So a row keeps between ``lower * k`` (unless the ``adapt_steps`` are used up) and ``k``
     coordinates, all of them larger in magnitude than any it drops. The number kept varies per
-    row and the bits follow it. Biased; no contraction constant beyond the trivial one.
+    row, so each row sends it first: a ``"count"`` part of 32 bits, then the values and indices;
+    a row costs ``32 + c * width + min(c * ceil(log2 d), d)`` bits for ``c`` kept. Biased; no
+    contraction constant beyond the trivial one.
     ``adapt_steps=0`` turns the adaptation off (the one-shot threshold). The reference code
     truncates candidates between ``k`` and ``1.3 k`` by position and runs the exact top-k only
     above ``1.3 k``; here every surplus is resolved by magnitude, which keeps the larger entries.
@@ -262,18 +280,20 @@ class SampledTopK(Compressor):
                                         shrink=self.shrink, adapt_steps=self.adapt_steps)
 
     def compress_at(self, x: torch.Tensor, indices: torch.Tensor) -> Payload:
-        """The payload of one row ``x`` ``[d]`` keeping the ascending positions ``indices`` (from :meth:`select`)."""
+        """The values and indices of one row ``x`` ``[d]`` keeping the ascending positions ``indices`` (from
+        :meth:`select`), without the count part: :func:`commlab.distributed.compressed.gather_varying`
+        sends the count in a message of its own (DGC counts its 32 bits)."""
         return Payload(_sparse_parts(x[None], indices, [indices.numel()]), tuple(x.shape), x.dtype)
 
     def _encode(self, rows, generator):
         W, d = rows.shape
         if W == 1:
             picked = self.select(rows[0], generator).indices
-            return _sparse_parts(rows, picked, [picked.numel()])
+            return _counted_parts(rows, picked, [picked.numel()])
         # the same steps as sampled_threshold_select, on all rows at once (one draw of [W, n] samples)
         k = kept(self.ratio, None, d)
         n = max(1, int(self.sample_ratio * d))
-        sample = rows.gather(1, torch.randint(d, (W, n), generator=generator)).abs()
+        sample = rows.gather(1, draw(torch.randint, d, (W, n), generator=generator, device=rows.device)).abs()
         threshold = sample.topk(_hits(k, n, d), dim=1, sorted=False).values.min(dim=1, keepdim=True).values
         mags = rows.abs()
         keep = mags >= threshold
@@ -288,7 +308,7 @@ class SampledTopK(Compressor):
             exact = torch.zeros_like(keep[over])
             exact.scatter_(1, top_indices(rows[over], k), True)
             keep[over] = exact
-        return _sparse_parts(rows, keep.nonzero()[:, 1], keep.sum(dim=1).tolist())
+        return _counted_parts(rows, keep.nonzero()[:, 1], keep.sum(dim=1).tolist())
 
     def _decode(self, payload, W, d):
         return _scatter(payload, W, d)
@@ -323,7 +343,7 @@ def sampled_threshold_select(x: torch.Tensor, k: int, generator: torch.Generator
     d = x.numel()
     k = check_int("k", k, low=1, high=d)
     n = max(1, int(sample_ratio * d))
-    sample = x[torch.randint(d, (n,), generator=generator)].abs()
+    sample = x[draw(torch.randint, d, (n,), generator=generator, device=x.device)].abs()
     threshold = sample.topk(_hits(k, n, d), sorted=False).values.min().item()
     candidates = _at_least(x, threshold)
     sampled, adaptations = candidates.numel(), 0
