@@ -16,72 +16,16 @@ One round (the same code for :class:`~commlab.comm.communicator.SimComm` and
    state is replicated and identical on all ranks.
 
 The meter therefore counts the compressor's own bits, rounded up to whole bytes per message.
-
-:func:`start_round` splits the round where the bytes are on the wire: step 1 and the launch of the
-collective happen at the call, step 3 when the returned :class:`Round` is waited for; launched with
-``background=True`` on a :class:`~commlab.comm.communicator.DistComm` the collective runs while the
-caller goes on (the DDP hook's overlap with the rest of the backward pass).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-from commlab.comm import Communicator, Work
+from commlab.comm import Communicator
 from commlab.compress.ef import Mechanism
 from commlab.compress.payload import Part, Payload
 from commlab.compress.quantize import Sign
-
-
-class Round:
-    """One aggregation whose collective may still be running (:func:`start_round`, launched with
-    ``background=True`` on a :class:`DistComm`): :meth:`wait` gives the estimate, :meth:`future` a
-    ``torch.futures.Future`` of it, so a DDP hook can return before the bytes have crossed."""
-
-    def __init__(self, work: Work, finish: Callable[[torch.Tensor], torch.Tensor]):
-        self.work, self._finish, self._done = work, finish, None
-
-    def wait(self) -> torch.Tensor:
-        """The estimate ``[d]``, blocking until the collective has completed."""
-        return self._result(self.work.wait())
-
-    def future(self) -> torch.futures.Future:
-        """A future completed with the estimate ``[d]`` once the collective has."""
-        return self.work.future().then(lambda received: self._result(received.value()))
-
-    def _result(self, received: torch.Tensor) -> torch.Tensor:
-        if self._done is None:
-            self._done = self._finish(received)
-        return self._done
-
-
-def start_round(comm: Communicator, mechanism: Mechanism, g: torch.Tensor, generator: torch.Generator | None = None,
-                *, background: bool = False) -> tuple[Round, Payload]:
-    """Steps 1 and 2 of a compressed round: the client step now, the collective launched
-    (``comm.start`` if ``background``, else run at once); step 3 happens when the :class:`Round` is
-    waited for. Returns ``(round, payload)``; see :func:`compressed_round`."""
-    if not isinstance(mechanism, Mechanism):
-        raise TypeError(f"mechanism must be a commlab.compress.ef Mechanism, got {type(mechanism).__name__}")
-    if not isinstance(comm, Communicator):
-        raise TypeError(f"comm must be a commlab Communicator, got {type(comm).__name__}")
-    if isinstance(g, torch.Tensor) and g.dim() == 2 and g.shape[0] != comm.local_workers:
-        raise ValueError(f"g has {g.shape[0]} worker rows but the communicator hosts {comm.local_workers} workers")
-    payload = mechanism.client_step(g, generator)
-    if mechanism.compressor.linear and mechanism.mean_aggregate:
-        values = torch.stack(payload["values"].rows())
-        work = launch(comm, "all_reduce", values, background, reduce="sum")
-        return Round(work, lambda total: mechanism.aggregate(_mean_of(comm, mechanism, payload, total[0]))), payload
-    rows = payload.split_rows()
-    work = launch(comm, "all_gather", Payload.pack_rows(rows).to(comm.device), background)
-    if comm.local_workers == comm.world_size:
-        # every sender is local and the wire is lossless: what arrived is what the workers decoded
-        return Round(work, lambda _: mechanism.server_step(payload)), payload
-    def finish(everyone):
-        received = Payload.stack(Payload.unpack_rows(everyone, rows[0].header))
-        return mechanism.aggregate(mechanism.compressor.decompress(received))
-    return Round(work, finish), payload
 
 
 def compressed_round(comm: Communicator, mechanism: Mechanism, g: torch.Tensor,
@@ -92,16 +36,20 @@ def compressed_round(comm: Communicator, mechanism: Mechanism, g: torch.Tensor,
         ``(estimate, payload)``: the server's vector ``[d]`` (equal on every worker) and the
         local workers' payload (``payload.row_bits`` are their uplink bits).
     """
-    round_, payload = start_round(comm, mechanism, g, generator)
-    return round_.wait(), payload
-
-
-def launch(comm: Communicator, collective: str, x: torch.Tensor, background: bool, *,
-           reduce: str | None = None) -> Work:
-    """``collective`` (``"all_reduce"`` with ``reduce`` = ``"sum"`` or ``"mean"``, or ``"all_gather"``)
-    on ``x``: in the background (:meth:`Communicator.start`) or at once."""
-    options = {} if reduce is None else {"op": reduce}
-    return comm.start(collective, x, **options) if background else getattr(comm, collective)(x, **options)
+    if not isinstance(mechanism, Mechanism):
+        raise TypeError(f"mechanism must be a commlab.compress.ef Mechanism, got {type(mechanism).__name__}")
+    if not isinstance(comm, Communicator):
+        raise TypeError(f"comm must be a commlab Communicator, got {type(comm).__name__}")
+    if isinstance(g, torch.Tensor) and g.dim() == 2 and g.shape[0] != comm.local_workers:
+        raise ValueError(f"g has {g.shape[0]} worker rows but the communicator hosts {comm.local_workers} workers")
+    payload = mechanism.client_step(g, generator)
+    if mechanism.compressor.linear and mechanism.mean_aggregate:
+        return mechanism.aggregate(_all_reduce_mean(comm, mechanism, payload)), payload
+    received = gather_payloads(comm, payload)
+    if comm.local_workers == comm.world_size:
+        # every sender is local and the wire is lossless: what arrived is what the workers decoded
+        return mechanism.server_step(payload), payload
+    return mechanism.aggregate(mechanism.compressor.decompress(received)), payload
 
 
 def majority_vote(comm: Communicator, g: torch.Tensor) -> tuple[torch.Tensor, Payload]:
@@ -150,9 +98,11 @@ def gather_varying(comm: Communicator, rows: list[Payload]) -> list[Payload]:
     return Payload.unpack_rows(comm.all_gather(packed.to(comm.device)).wait(), headers)
 
 
-def _mean_of(comm: Communicator, mechanism: Mechanism, payload: Payload, total: torch.Tensor) -> torch.Tensor:
-    """The mean of all workers' decoded messages as one row ``[1, d]``, from the all-reduced sum
-    ``total`` of a linear compressor's ``values`` parts."""
+def _all_reduce_mean(comm: Communicator, mechanism: Mechanism, payload: Payload) -> torch.Tensor:
+    """The mean of all workers' decoded messages as one row ``[1, d]``, through an all-reduce."""
+    values = payload["values"]
+    rows = torch.stack(values.rows())
+    total = comm.all_reduce(rows, op="sum").wait()[0]
     first = payload.split_rows()[0]
     parts = tuple(Part(p.name, total, p.kind, p.counts, p.width, p.dim) if p.name == "values" else p
                   for p in first.parts)
