@@ -16,19 +16,42 @@ Shapes, dtypes, the number of kept coordinates per row and the compressor's sett
 metadata known to both ends (the :class:`Header`); they are not counted. :meth:`Payload.to_bytes`
 writes exactly ``ceil(bits / 8)`` bytes and :meth:`Payload.from_bytes` reads them back.
 
+The message is one little-endian bit stream (bit ``j`` is bit ``j % 8`` of byte ``j // 8``): the parts
+in order, each part row after row, each value's ``width`` bits lowest first (a float's bits are those
+of its dtype's integer view; a bitmap sets bit ``p`` of its ``dim`` bits for each kept position
+``p``), zero bits padding the last byte.
+
 Collectives move equal-sized byte rows: :meth:`Payload.pack_rows` writes several payloads as the rows
 of one uint8 tensor (zero-padded to the longest when their sizes differ, as a sparsifier's do) and
 :meth:`Payload.unpack_rows` reads them back given their headers. Every algorithm puts its payloads on
-the wire through this one pair.
+the wire through this one pair. Both work with torch integer ops on the tensors' own device: a CUDA
+payload packs into a CUDA uint8 tensor and a CUDA byte tensor decodes into CUDA parts, with no copy
+of the data to the host (only the few scalars the checks below test). ``to_bytes`` and
+``from_bytes`` hand Python ``bytes`` across, so they end and start on the host.
+
+Decoding checks what it reads (:meth:`Payload.from_bytes`): a truncated or extended message, nonzero
+padding, an index list out of range, unsorted or repeated, or a bitmap whose population is not its
+count raises a ``ValueError`` naming the part. Flipped bits inside values pass those checks; to catch
+them, :meth:`Payload.with_crc` appends a ``"crc"`` part: for each row, the CRC-32 of that row's own
+message without it (``zlib.crc32``, the IEEE 802.3 polynomial), 32 bits counted in the bits like any
+other part, so ``ceil(bits / 8) == len(to_bytes())`` still holds. The header then carries the part,
+the receiver recomputes the CRC and a mismatch raises a ``ValueError`` naming the CRC: every pattern of
+1 to 3 flipped bits in a row message of up to 91,607 bits before its CRC is caught (CRC-32's Hamming
+distance is 4 up to that length), and any other error escapes with probability about 2^-32. With
+:meth:`pack_rows` each row is one message with its own CRC. The CRC is computed by zlib on the host:
+with a CRC, each row's bytes are copied to the host once at either end (and the sender packs each row
+twice). Add it last, after any :meth:`~commlab.compress.base.Compressor.reduce`, which does not
+recompute it.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 
-import numpy as np
 import torch
 
 _FLOAT_WIDTH = {
@@ -54,16 +77,18 @@ def float_width(dtype: torch.dtype) -> int:
     return _FLOAT_WIDTH[dtype]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Part:
-    """One field of a payload, flattened over rows.
+    """One field of a payload, flattened over rows. Two parts are equal when their fields are and their
+    data has the same dtype, device and elements (so a payload equals its decoded message).
 
     Attributes:
         name: field name, e.g. ``"values"``, ``"indices"``, ``"scale"``.
         data: 1-D tensor holding the field for all rows, row after row.
         kind: ``"float"`` (raw bits of ``data.dtype``), ``"uint"`` (codes of ``width`` bits),
-            ``"index"`` (sorted positions within a row of length ``dim``) or ``"shared"`` (known to
-            both ends from a shared seed; 0 bits).
+            ``"index"`` (sorted positions within a row of length ``dim``), ``"shared"`` (known to
+            both ends from a shared seed; 0 bits) or ``"crc"`` (one 32-bit CRC-32 per row, from
+            :meth:`Payload.with_crc`).
         counts: elements of ``data`` in each row (length W).
         width: bits per element for ``"uint"``; ``ceil(log2 dim)`` for ``"index"``; the dtype's width
             for ``"float"``.
@@ -112,6 +137,15 @@ class Part:
         shared = self.data if self.kind == "shared" else None
         return (self.name, self.kind, self.counts, self.width, self.dim, dtype, shared)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Part):
+            return NotImplemented
+        same = (self.name, self.kind, self.counts, self.width, self.dim, self.data.dtype, self.data.device) == \
+            (other.name, other.kind, other.counts, other.width, other.dim, other.data.dtype, other.data.device)
+        return same and torch.equal(self.data, other.data)
+
+    __hash__ = None  # equality looks at the data, which can change
+
 
 @dataclass(frozen=True)
 class Header:
@@ -139,8 +173,10 @@ class Header:
 
     def with_count(self, count: int) -> Header:
         """The header of a one-row payload of the same layout whose parts each hold ``count`` entries
-        (the kept values and their indices of a sparsifier that keeps a varying number)."""
-        return Header(self.shape, self.dtype, tuple((p[0], p[1], (count,), *p[3:]) for p in self.parts))
+        (the kept values and their indices of a sparsifier that keeps a varying number; a CRC part keeps
+        its one checksum)."""
+        return Header(self.shape, self.dtype,
+                      tuple((p[0], p[1], (1 if p[1] == "crc" else count,), *p[3:]) for p in self.parts))
 
 
 @dataclass(frozen=True)
@@ -220,45 +256,42 @@ class Payload:
     def header(self) -> Header:
         return Header(tuple(self.shape), self.dtype, tuple(p.header() for p in self.parts))
 
+    @property
+    def device(self) -> torch.device:
+        """The device the payload's tensors live on (that of its first part; CPU when it has none)."""
+        return self.parts[0].data.device if self.parts else torch.device("cpu")
+
+    def with_crc(self) -> Payload:
+        """This payload with a ``"crc"`` part appended: one CRC-32 per row, 32 bits each, over the row's
+        message without it (``zlib.crc32(row.to_bytes())``); see the module docstring."""
+        if any(part.kind == "crc" for part in self.parts):
+            raise ValueError("the payload already has a CRC part")
+        sums = torch.tensor([zlib.crc32(row.to_bytes()) for row in self.split_rows()], device=self.device)
+        return Payload((*self.parts, Part("crc", sums, "crc", (1,) * self.workers, 32)), self.shape, self.dtype)
+
     def to_bytes(self) -> bytes:
         """Pack every part into one bit stream of exactly ``ceil(self.bits / 8)`` bytes."""
-        chunks = [_part_bits(part) for part in self.parts if part.kind != "shared"]
-        stream = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint8)
-        assert stream.size == self.bits
-        return np.packbits(stream, bitorder="little").tobytes()
+        return _pack(self).cpu().numpy().tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes, header: Header) -> Payload:
-        """Inverse of :meth:`to_bytes`, given the static ``header`` of the payload.
+        """Inverse of :meth:`to_bytes`, given the static ``header`` of the payload (tensors on the CPU).
 
         The message is checked before and while it is parsed: its length must be the header's
         ``ceil(bits / 8)`` bytes with zero padding bits, and every index part must hold positions in
-        ``[0, dim)`` in strictly increasing order (a bitmap exactly ``count`` set bits). A message
-        that fails raises ``ValueError`` naming the part; bit flips inside values are not detected.
+        ``[0, dim)`` in strictly increasing order (a bitmap exactly ``count`` set bits). A header with a
+        ``"crc"`` part (:meth:`with_crc`) has its CRC-32 recomputed too, which catches flipped bits inside
+        values. A message that fails raises ``ValueError`` naming the part or the CRC.
         """
         if not isinstance(data, bytes | bytearray):
             raise TypeError(f"data must be bytes, got {type(data).__name__}")
-        bits = sum(_header_part_bits(kind, counts, width, dim) for _, kind, counts, width, dim, _, _ in header.parts)
-        if len(data) != math.ceil(bits / 8):
-            state = "truncated" if len(data) < math.ceil(bits / 8) else "extended"
-            raise ValueError(f"payload of {len(data)} bytes is {state}: its header describes {bits} bits, "
-                             f"{math.ceil(bits / 8)} bytes")
-        stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
-        if stream[bits:].any():
-            raise ValueError(f"payload padding bits after bit {bits} are not zero")
-        parts, at = [], 0
-        for name, kind, counts, width, dim, dtype, shared in header.parts:
-            if kind == "shared":
-                parts.append(Part(name, shared, kind, counts, width, dim))
-                continue
-            part, at = _read_part(stream, at, name, kind, counts, width, dim, dtype)
-            parts.append(part)
-        return cls(tuple(parts), header.shape, header.dtype)
-
+        message = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+        return _unpack(message, header)
 
     @staticmethod
     def pack_rows(payloads: list[Payload], *, width: int | None = None) -> torch.Tensor:
-        """The wire bytes of each payload as one row of a uint8 tensor ``[len(payloads), B]`` (CPU).
+        """The wire bytes of each payload as one row of a uint8 tensor ``[len(payloads), B]`` on the
+        payloads' device (all on one; CPU for an empty list), packed there with torch ops.
 
         Args:
             payloads: the payloads, one per row.
@@ -267,67 +300,200 @@ class Payload:
                 sizes differ, padded to the longest of all workers; the padding crosses the wire and a
                 meter counts it; :meth:`unpack_rows` needs their headers).
         """
-        blobs = [p.to_bytes() for p in payloads]
-        longest = max((len(blob) for blob in blobs), default=0)
+        devices = {p.device for p in payloads}
+        if len(devices) > 1:
+            raise ValueError(f"the payloads to pack live on several devices: {sorted(map(str, devices))}")
+        messages = [_pack(p) for p in payloads]
+        longest = max((len(m) for m in messages), default=0)
         if width is None:
-            if any(len(blob) != longest for blob in blobs):
+            if any(len(m) != longest for m in messages):
                 raise ValueError("the payloads differ in size; packing them needs a fixed-size compressor or a width")
             width = longest
         elif width < longest:
             raise ValueError(f"width = {width} bytes is shorter than a payload of {longest} bytes")
-        rows = torch.zeros(len(blobs), width, dtype=torch.uint8)
-        for row, blob in zip(rows, blobs, strict=True):
-            if blob:
-                row[: len(blob)] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+        rows = torch.zeros(len(messages), width, dtype=torch.uint8, device=devices.pop() if devices else None)
+        for row, message in zip(rows, messages, strict=True):
+            row[: len(message)] = message
         return rows
 
     @staticmethod
     def unpack_rows(rows: torch.Tensor, headers: Header | list[Header]) -> list[Payload]:
-        """Inverse of :meth:`pack_rows`: one payload per byte row of ``rows`` ``[N, B]`` (any device), given
-        one header for all rows or one per row (each row's padding beyond ``ceil(bits / 8)`` is dropped)."""
-        rows = rows.cpu()
+        """Inverse of :meth:`pack_rows`: one payload per byte row of ``rows`` (uint8 ``[N, B]``), decoded on
+        ``rows``' device, given one header for all rows (each row must then be exactly its ``ceil(bits / 8)``
+        bytes) or one per row (each row's padding beyond ``ceil(bits / 8)`` is dropped)."""
+        if not isinstance(rows, torch.Tensor) or rows.dtype != torch.uint8:
+            raise TypeError(f"rows must be a uint8 tensor, got {getattr(rows, 'dtype', type(rows).__name__)}")
+        if rows.dim() != 2:
+            raise ValueError(f"rows must have shape [N, B], got {list(rows.shape)}")
         if isinstance(headers, Header):
-            return [Payload.from_bytes(bytes(row.numpy()), headers) for row in rows]
+            return [_unpack(row, headers) for row in rows]
         if len(headers) != len(rows):
             raise ValueError(f"unpack_rows got {len(rows)} rows and {len(headers)} headers")
-        return [Payload.from_bytes(bytes(row[: h.nbytes].numpy()), h)
-                for row, h in zip(rows, headers, strict=True)]
+        return [_unpack(row[: h.nbytes], h) for row, h in zip(rows, headers, strict=True)]
 
 
-def _uint_bits(values: np.ndarray, width: int) -> np.ndarray:
-    """Little-endian bits of unsigned integers, ``width`` bits each, as a flat uint8 array."""
-    if width in _WHOLE_BYTES:  # the bits of the little-endian bytes, one unpack
-        raw = np.ascontiguousarray(values.astype(_WHOLE_BYTES[width]))
-        return np.unpackbits(raw.view(np.uint8), bitorder="little")
-    shifts = np.arange(width, dtype=np.uint64)
-    return ((values.astype(np.uint64)[:, None] >> shifts) & 1).astype(np.uint8).reshape(-1)
+# -- the bit stream ------------------------------------------------------------------------------
+# A message is held as int64 words on the payload's device: bit j of the stream is bit j % 64 of word
+# j // 64, so the words' bytes (little-endian, as on every platform torch runs on) are the message.
+# One spare word at the end takes the high bits of a value that runs past the last full word.
 
 
-def _bits_uint(bits: np.ndarray, width: int) -> np.ndarray:
-    if width in _WHOLE_BYTES:
-        return np.packbits(bits, bitorder="little").view(_WHOLE_BYTES[width]).astype(np.uint64)
-    weights = np.left_shift(np.uint64(1), np.arange(width, dtype=np.uint64))
-    return (bits.reshape(-1, width).astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+def _stream(nbytes: int, device: torch.device) -> torch.Tensor:
+    """A zeroed stream holding ``nbytes`` bytes and the spare word, as int64 words."""
+    return torch.zeros(nbytes // 8 + 2, dtype=torch.int64, device=device)
 
 
-_WHOLE_BYTES = {8: np.dtype("<u1"), 16: np.dtype("<u2"), 32: np.dtype("<u4"), 64: np.dtype("<u8")}
+def _low_bits(width: int) -> int:
+    """The int64 mask of the low ``width`` bits."""
+    return -1 if width == 64 else (1 << width) - 1
 
 
-def _part_bits(part: Part) -> np.ndarray:
-    if part.kind == "float":
-        raw = part.data.contiguous().view(_UINT_VIEW[part.width]).numpy().view(f"u{part.width // 8}")
-        return _uint_bits(raw, part.width)
-    if part.kind == "uint":
-        return _uint_bits(part.data.numpy(), part.width)
-    out = []
+def _put(words: torch.Tensor, values: torch.Tensor, at: torch.Tensor, width: int) -> None:
+    """Write ``width``-bit unsigned ``values`` (int64 bit patterns below ``2**width``) at bit positions
+    ``at`` of the zeroed ``words``; the positions' bit ranges do not overlap."""
+    word, shift = at >> 6, at & 63
+    words.index_add_(0, word, values << shift)  # the bits written are disjoint, so adding them is OR
+    if width > 1:  # the bits of a value that runs into the next word (none where shift <= 64 - width)
+        words.index_add_(0, word + 1, (values >> (64 - shift)) & ~(-1 << shift))
+
+
+def _take(words: torch.Tensor, at: torch.Tensor, width: int) -> torch.Tensor:
+    """The ``width``-bit unsigned values at bit positions ``at`` of ``words`` (int64); inverse of :func:`_put`."""
+    word, shift = at >> 6, at & 63
+    low = (words[word] >> shift) & ~(-1 << (64 - shift))  # a logical shift: the sign bits cleared
+    high = words[word + 1] << (64 - shift)  # a shift by 64 gives 0
+    return (low | high) & _low_bits(width)
+
+
+def _put_run(words: torch.Tensor, values: torch.Tensor, at: int, width: int) -> int:
+    """Write ``values`` one after another from bit ``at``, ``width`` bits each: unsigned int64 codes, or
+    floats as the raw bits of their dtype (``width`` its width). Returns the bit after the last."""
+    n = values.numel()
+    if at % 8 == 0 and width % 8 == 0:  # whole bytes from a byte boundary: a copy of little-endian bytes
+        raw = values.contiguous().view(torch.uint8)
+        if not values.is_floating_point():
+            raw = raw.view(n, 8)[:, : width // 8]
+        words.view(torch.uint8)[at // 8 : (at + n * width) // 8] = raw.reshape(-1)
+        return at + n * width
+    if values.is_floating_point():
+        values = values.contiguous().view(_UINT_VIEW[width]).to(torch.int64)
+    codes = values.reshape(-1) & _low_bits(width)
+    per, whole = _group(n, width)
+    if whole:  # groups of values that fill whole words, then those words shifted into place
+        _or_words(words, at, _group_words(codes[:whole].view(-1, per), width).reshape(-1))
+    if whole < n:
+        _put(words, codes[whole:], torch.arange(at + whole * width, at + n * width, width, device=words.device), width)
+    return at + n * width
+
+
+def _take_run(words: torch.Tensor, n: int, at: int, width: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``n`` values of ``width`` bits from bit ``at``: int64 codes, or floats of ``dtype`` from their raw
+    bits; inverse of :func:`_put_run`."""
+    if at % 8 == 0 and width % 8 == 0:
+        raw = words.view(torch.uint8)[at // 8 : (at + n * width) // 8]
+        if dtype is not None:
+            return raw.clone().view(dtype)
+        codes = torch.zeros(n, 8, dtype=torch.uint8, device=words.device)
+        codes[:, : width // 8] = raw.view(n, width // 8)
+        return codes.view(torch.int64).reshape(n)
+    per, whole = _group(n, width)
+    codes = _group_values(_words_at(words, at, whole * width // 64).view(-1, per * width // 64), width).reshape(-1)
+    if whole < n:
+        tail = torch.arange(at + whole * width, at + n * width, width, device=words.device)
+        codes = torch.cat([codes, _take(words, tail, width)])
+    return codes if dtype is None else codes.to(_UINT_VIEW[width]).view(dtype)
+
+
+def _group(n: int, width: int) -> tuple[int, int]:
+    """Values of ``width`` bits that fill whole 64-bit words exactly (``64 / gcd(width, 64)`` of them, in
+    ``width / gcd`` words), and how many of ``n`` values make whole groups."""
+    per = 64 // math.gcd(width, 64)
+    return per, n - n % per
+
+
+def _shifts(per: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Word and bit shift of each of the ``per`` values of a group within the group's words."""
+    start = torch.arange(per, device=device) * width
+    return start >> 6, start & 63
+
+
+def _group_words(groups: torch.Tensor, width: int) -> torch.Tensor:
+    """The words ``[G, width / gcd]`` holding groups ``[G, per]`` of ``width``-bit codes."""
+    per = groups.shape[1]
+    _, shift = _shifts(per, width, groups.device)
+    low = groups << shift
+    first = [-(-64 * i // width) for i in range(per * width // 64 + 1)]  # the first value starting in word i
+    words = torch.stack([low[:, a:b].sum(dim=1) for a, b in pairwise(first)], dim=1)  # disjoint bits: + is OR
+    for i, j in enumerate(first[1:-1]):  # value j - 1 may run from word i into word i + 1
+        spill = (j - 1) * width % 64
+        if spill + width > 64:
+            words[:, i + 1] += (groups[:, j - 1] >> (64 - spill)) & ((1 << spill) - 1)
+    return words
+
+
+def _group_values(group_words: torch.Tensor, width: int) -> torch.Tensor:
+    """The groups ``[G, per]`` of codes held in ``group_words`` ``[G, width / gcd]``; inverse of
+    :func:`_group_words`."""
+    rows, count = group_words.shape
+    per = count * 64 // width
+    word, shift = _shifts(per, width, group_words.device)
+    low = torch.gather(group_words, 1, word.expand(rows, per)).bitwise_right_shift_(shift)
+    if 64 % width:  # some values run into the next word: a logical shift, and the next word's low bits
+        low.bitwise_and_(~(-1 << (64 - shift)))
+        nxt = torch.gather(group_words, 1, (word + 1).clamp(max=count - 1).expand(rows, per))  # beyond width if unused
+        low.bitwise_or_(nxt.bitwise_left_shift_(64 - shift))
+    return low.bitwise_and_(_low_bits(width))
+
+
+def _or_words(words: torch.Tensor, at: int, block: torch.Tensor) -> None:
+    """OR the words ``block`` into the zeroed bits of ``words`` from bit ``at`` on."""
+    first, shift = at >> 6, at & 63
+    words[first : first + len(block)] += block << shift
+    if shift:
+        words[first + 1 : first + len(block) + 1] += (block >> (64 - shift)) & ((1 << shift) - 1)
+
+
+def _words_at(words: torch.Tensor, at: int, count: int) -> torch.Tensor:
+    """The ``count`` words of bits ``at`` to ``at + 64 count`` of ``words``; inverse of :func:`_or_words`."""
+    first, shift = at >> 6, at & 63
+    if not shift:
+        return words[first : first + count]
+    low = (words[first : first + count] >> shift) & ((1 << (64 - shift)) - 1)
+    return low | (words[first + 1 : first + count + 1] << (64 - shift))
+
+
+def _bitmap(words: torch.Tensor, at: int, dim: int) -> torch.Tensor:
+    """Bits ``at`` to ``at + dim`` of the stream, one uint8 0/1 per bit."""
+    raw = words.view(torch.uint8)[at // 8 : (at + dim + 7) // 8]
+    bits = (raw[:, None] >> torch.arange(8, dtype=torch.uint8, device=words.device)) & 1
+    return bits.reshape(-1)[at % 8 : at % 8 + dim]
+
+
+# -- payloads to messages and back ---------------------------------------------------------------
+
+
+def _pack(payload: Payload) -> torch.Tensor:
+    """The message of ``payload``: a uint8 tensor of ``ceil(bits / 8)`` bytes on its device."""
+    nbytes = math.ceil(payload.bits / 8)
+    words, at = _stream(nbytes, payload.device), 0
+    for part in payload.parts:
+        if part.kind == "index":
+            at = _put_positions(words, part, at)
+        elif part.kind != "shared":
+            at = _put_run(words, part.data, at, part.width)
+    assert at == payload.bits
+    return words.view(torch.uint8)[:nbytes]
+
+
+def _put_positions(words: torch.Tensor, part: Part, at: int) -> int:
+    """Write an index part from bit ``at``, each row as an index list or a bitmap, whichever is cheaper."""
     for positions in part.rows():
-        if len(positions) * part.width > part.dim:  # a bitmap is cheaper than the index list
-            bitmap = np.zeros(part.dim, dtype=np.uint8)
-            bitmap[positions.numpy()] = 1
-            out.append(bitmap)
+        if len(positions) * part.width > part.dim:
+            _put(words, torch.ones_like(positions), at + positions, 1)
+            at += part.dim
         else:
-            out.append(_uint_bits(positions.numpy(), part.width))
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.uint8)
+            at = _put_run(words, positions, at, part.width)
+    return at
 
 
 def _header_part_bits(kind: str, counts, width: int, dim: int) -> int:
@@ -339,38 +505,77 @@ def _header_part_bits(kind: str, counts, width: int, dim: int) -> int:
     return sum(counts) * width
 
 
-def _checked_positions(positions: np.ndarray, name: str, dim: int) -> np.ndarray:
-    """``positions`` of a decoded index list, or a ``ValueError`` if they are out of ``[0, dim)``,
-    unsorted or repeated (no compressor sends such a list)."""
-    if positions.size and positions.max() >= dim:
-        raise ValueError(f"index part {name!r}: position {int(positions.max())} is out of range for dim {dim}")
-    if positions.size > 1 and not (np.diff(positions) > 0).all():
-        raise ValueError(f"index part {name!r}: positions are not strictly increasing (unsorted or repeated)")
-    return positions
-
-
-def _read_part(stream, at, name, kind, counts, width, dim, dtype) -> tuple[Part, int]:
-    if kind in ("float", "uint"):
-        n = sum(counts) * width
-        codes = _bits_uint(stream[at : at + n], width)
-        if kind == "float":
-            raw = torch.from_numpy(codes.astype(f"u{width // 8}").view(f"i{width // 8}").copy())
-            data = raw.view(dtype) if width > 8 else raw.view(torch.uint8).view(dtype)
+def _unpack(message: torch.Tensor, header: Header) -> Payload:
+    """The payload of the uint8 ``message`` (1-D, on any device) described by ``header``, decoded on the
+    message's device after the checks :meth:`Payload.from_bytes` lists."""
+    bits = sum(_header_part_bits(kind, counts, width, dim) for _, kind, counts, width, dim, _, _ in header.parts)
+    nbytes = math.ceil(bits / 8)
+    if len(message) != nbytes:
+        state = "truncated" if len(message) < nbytes else "extended"
+        raise ValueError(f"payload of {len(message)} bytes is {state}: its header describes {bits} bits, "
+                         f"{nbytes} bytes")
+    if bits % 8 and int(message[-1]) >> (bits % 8):
+        raise ValueError(f"payload padding bits after bit {bits} are not zero")
+    words = _stream(nbytes, message.device)
+    words.view(torch.uint8)[:nbytes] = message
+    crc = bool(header.parts) and header.parts[-1][1] == "crc"
+    if crc and len(header.parts[-1][2]) == 1:  # one row: its CRC covers the bits before it, checked first
+        _check_crc([_body_crc(message, bits - 32)], _take_run(words, 1, bits - 32, 32))
+    parts, at = [], 0
+    for name, kind, counts, width, dim, dtype, shared in header.parts:
+        if kind == "shared":
+            parts.append(Part(name, shared, kind, counts, width, dim))
+            continue
+        if kind == "index":
+            data, at = _read_positions(words, at, name, counts, width, dim)
         else:
-            data = torch.from_numpy(codes.astype(np.int64))
-        return Part(name, data, kind, counts, width, dim), at + n
+            data = _take_run(words, sum(counts), at, width, dtype)
+            at += sum(counts) * width
+        parts.append(Part(name, data, kind, counts, width, dim))
+    payload = Payload(tuple(parts), header.shape, header.dtype)
+    if crc and len(header.parts[-1][2]) > 1:  # stacked rows: each CRC covers its row's own message
+        body = Payload(payload.parts[:-1], payload.shape, payload.dtype)
+        _check_crc([zlib.crc32(row.to_bytes()) for row in body.split_rows()], payload.parts[-1].data)
+    return payload
+
+
+def _body_crc(message: torch.Tensor, bits: int) -> int:
+    """CRC-32 of the first ``bits`` bits of ``message``, zero-padded to a whole byte (computed on the host)."""
+    body = message[: math.ceil(bits / 8)].cpu()
+    if bits % 8:
+        body = body.clone()
+        body[-1] &= (1 << bits % 8) - 1
+    return zlib.crc32(body.numpy().tobytes())
+
+
+def _check_crc(expected: list[int], received: torch.Tensor) -> None:
+    got = received.tolist()
+    if got != expected:
+        row = next(w for w, (a, b) in enumerate(zip(got, expected, strict=True)) if a != b)
+        raise ValueError(f"CRC-32 mismatch in row {row}: the message says {got[row]:#010x}, its bytes give "
+                         f"{expected[row]:#010x}: the message was corrupted")
+
+
+def _read_positions(words, at, name, counts, width, dim) -> tuple[torch.Tensor, int]:
+    """The positions of an index part, row by row (an index list or a bitmap, whichever is cheaper), and the
+    bit after them; a ``ValueError`` if a list holds a position out of ``[0, dim)`` or is not strictly
+    increasing (unsorted or repeated), or a bitmap's population is not its count (no compressor sends such)."""
     rows = []
     for count in counts:
         if count * width > dim:
-            positions = np.flatnonzero(stream[at : at + dim])
-            if positions.size != count:
-                raise ValueError(f"index part {name!r}: the bitmap sets {positions.size} positions, "
+            positions = _bitmap(words, at, dim).nonzero()[:, 0]
+            if len(positions) != count:
+                raise ValueError(f"index part {name!r}: the bitmap sets {len(positions)} positions, "
                                  f"its header says {count}")
-            rows.append(positions)
             at += dim
         else:
-            rows.append(_checked_positions(_bits_uint(stream[at : at + count * width], width).astype(np.int64),
-                                           name, dim))
+            positions = _take_run(words, count, at, width)
             at += count * width
-    data = torch.from_numpy(np.concatenate(rows).astype(np.int64)) if rows else torch.zeros(0, dtype=torch.int64)
-    return Part(name, data, kind, counts, width, dim), at
+        rows.append(positions)
+    data = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.int64, device=words.device)
+    if len(data) and (top := int(data.max())) >= dim:
+        raise ValueError(f"index part {name!r}: position {top} is out of range for dim {dim}")
+    falls = [(row[1:] <= row[:-1]).any() for row in rows if len(row) > 1]
+    if falls and torch.stack(falls).any():
+        raise ValueError(f"index part {name!r}: positions are not strictly increasing (unsorted or repeated)")
+    return data, at
