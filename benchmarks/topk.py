@@ -1,9 +1,10 @@
-"""Exact Top-k of a ResNet-50-sized gradient: commlab's TopK against torch.topk and a memory copy.
+"""Exact Top-k of a ResNet-50-sized gradient: commlab's TopK against one read of the vector and torch.topk.
 
 A float32 vector of 25.6M N(0, 1) values, density 0.1% (k = 25,600). Baselines, timed in the same
-run with the same threads: ``torch.topk(x.abs(), k)`` (the usual way) and ``x.clone()`` (the cost
-of touching the memory once). Target: commlab at least 5x faster than torch.topk, selecting exactly
-the same set. ``--smoke`` runs a small size to check the script works.
+run with the same threads: ``x.sum()``, one streaming read of the vector, the physical floor of an
+exact selection (every value must be looked at once), and ``torch.topk(x.abs(), k)`` (the usual
+way). Target (issue 18): ``TopK.compress`` within 2x of ``x.sum()``, selecting exactly the set of
+torch.topk. ``--smoke`` runs a small size to check the script works.
 
     .venv/bin/python benchmarks/topk.py [--threads 2] [--repeats 5] [--smoke]
 """
@@ -16,6 +17,7 @@ import torch
 from _common import best_time, parse_args
 
 from commlab.compress import TopK
+from commlab.compress.base import k_for
 
 
 def main() -> None:
@@ -26,21 +28,21 @@ def main() -> None:
     repeats = args.repeats
     x = torch.randn(d, generator=torch.Generator().manual_seed(0))
     compressor = TopK(args.density)
-    k = round(args.density * d)
+    k = k_for(args.density, d)
 
     ours = compressor.compress(x)
     reference = torch.topk(x.abs(), k, sorted=False).indices.sort().values
     same = torch.equal(ours["indices"].data, reference)
 
     t_ours = best_time(lambda: compressor.compress(x), repeats)
+    t_read = best_time(lambda: x.sum(), repeats)
     t_topk = best_time(lambda: torch.topk(x.abs(), k, sorted=False), repeats)
-    t_copy = best_time(lambda: x.clone(), repeats)
     print(f"d = {d:,}, k = {k:,} (density {args.density:g}), {args.threads} threads, best of {repeats}")
     print(f"  commlab TopK.compress   {t_ours * 1e3:8.1f} ms   ({ours.bits:,} bits on the wire)")
+    print(f"  x.sum() (one read)      {t_read * 1e3:8.1f} ms")
     print(f"  torch.topk(|x|, k)      {t_topk * 1e3:8.1f} ms")
-    print(f"  x.clone() (memory copy) {t_copy * 1e3:8.1f} ms")
-    print(f"speed-up over torch.topk: {t_topk / t_ours:.1f}x (target >= 5x); same selected set: {same}")
-    print(f"time relative to one memory copy: {t_ours / t_copy:.1f}x")
+    print(f"ratio to one read of x: {t_ours / t_read:.2f}x (target <= 2x); same selected set as torch.topk: {same}")
+    print(f"speed-up over torch.topk: {t_topk / t_ours:.1f}x")
     if not same:
         raise SystemExit("the selected sets differ")
 

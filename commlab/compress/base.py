@@ -71,6 +71,18 @@ def draw(sample: Callable[..., torch.Tensor], *args, generator: torch.Generator,
     return sample(*args, generator=generator, device=generator.device, **kwargs).to(device)
 
 
+def check_finite_input(x: torch.Tensor) -> None:
+    """``ValueError`` if ``x`` holds NaN or Inf.
+
+    A finite sum proves every entry finite (NaN and Inf propagate, +Inf - Inf is NaN): one pass, no
+    temporary; only a sum that overflows is checked again entry by entry.
+    """
+    if not torch.isfinite(x.sum()):
+        low, high = torch.aminmax(x)
+        if not (torch.isfinite(low) and torch.isfinite(high)):
+            raise ValueError("x contains NaN or Inf")
+
+
 class Compressor:
     """Base class: input checks, the ``[d]`` / ``[W, d]`` convention and the constants.
 
@@ -84,11 +96,14 @@ class Compressor:
     linear: bool = False
     homogeneous: bool = False
     random: bool = False  # whether compress() draws from the generator
+    encode_checks_finite: bool = False  # _encode raises on NaN/Inf itself, so compress() skips its own pass
     shared_draws: bool = False  # one draw serves every row, so all workers must use the same generator
 
     def compress(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Payload:
         """Compress ``x`` (shape ``[d]`` or ``[W, d]``, floating dtype, finite) row by row."""
         rows = self._rows(x)
+        if not self.encode_checks_finite:
+            check_finite_input(rows)
         if self.random and generator is None:
             raise ValueError(f"{type(self).__name__} is randomised: pass generator=torch.Generator()")
         return Payload(tuple(self._encode(rows, generator)), tuple(x.shape), x.dtype)
@@ -160,10 +175,4 @@ class Compressor:
             raise ValueError(f"x must have shape [d] or [W, d], got {tuple(x.shape)}")
         if x.numel() == 0:
             raise ValueError(f"x must not be empty, got shape {tuple(x.shape)}")
-        # a finite sum proves every entry finite (NaN and Inf propagate, +Inf - Inf is NaN): one pass, no
-        # temporary; only a sum that overflows is checked again entry by entry
-        if not torch.isfinite(x.sum()):
-            low, high = torch.aminmax(x)
-            if not (torch.isfinite(low) and torch.isfinite(high)):
-                raise ValueError("x contains NaN or Inf")
         return x.detach().reshape(-1, x.shape[-1])

@@ -20,37 +20,46 @@ Devices: positions, masks and decoded tensors live on the input's device; random
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from commlab._checks import check_fraction, check_int, check_positive, check_real_in
-from commlab.compress.base import Compressor, check_ratio, draw, kept
+from commlab.compress.base import Compressor, check_finite_input, check_ratio, draw, kept
 from commlab.compress.payload import Part, Payload, float_width
 
 _SPARSE_MIN_DIM = 1 << 16  # below this, one torch.topk over the rows is fast enough
-_SAMPLE_HITS = 64  # expected number of the k largest inside the threshold sample
+_SAMPLE_HITS = 128  # expected number of the k largest inside the threshold sample
+_SAMPLE_MARGIN = 1.35  # the threshold is the sample's (margin x expected hits)-th largest: 3.9 sigma below t*
 _SAMPLE_BLOCK = 1024  # sampled in contiguous blocks, which is cache-friendly
+_BLOCK = 64  # the long-row pass keeps the largest magnitude of each block of 64 contiguous values
+_PASS_BLOCKS = 1 << 14  # blocks per reduction call: 4 MiB of float32, so the second reduction reads cache
 _NUMPY_FLOATS = (torch.float32, torch.float64)
 COUNT_BITS = 32  # the count field of a row whose number of kept entries varies
 
 
-def top_indices(rows: torch.Tensor, k: int) -> torch.Tensor:
+def top_indices(rows: torch.Tensor, k: int, *, check_finite: bool = False) -> torch.Tensor:
     """Positions of the ``k`` largest ``|rows|`` in each row, ascending; ``[W, d] -> [W, k]`` int64.
 
-    Ties are broken deterministically: among equal magnitudes the lower position wins. For a long
-    single row (``d >= 65536`` and ``k <= d / 64``, float32/float64 on CPU) the candidates are first
-    narrowed by a threshold read off a sample of contiguous blocks, so the cost is about one read of
-    the row instead of a partial sort; the selected set is exactly the same.
+    Ties are broken deterministically: among equal magnitudes the lower position wins. Long rows
+    (``d >= 65536`` and ``k <= d / 64``, float32/float64 on CPU) take one pass over memory instead of
+    a partial sort (:func:`_top_indices_long_row`); the selected set is exactly the same.
+
+    Args:
+        check_finite: raise ``ValueError`` if ``rows`` holds NaN or Inf (the long-row pass always
+            does, at no extra cost, which is why :class:`TopK` leaves its check to this function).
     """
     W, d = rows.shape
     if not 1 <= k <= d:
         raise ValueError(f"k must be in [1, d={d}], got {k}")
-    if W == 1 and d >= _SPARSE_MIN_DIM and 64 * k <= d and rows.device.type == "cpu" and rows.dtype in _NUMPY_FLOATS:
-        picked = _top_indices_long_row(rows[0], k)
-        if picked is not None:
-            return picked[None]
+    if d >= _SPARSE_MIN_DIM and 64 * k <= d and rows.device.type == "cpu" and rows.dtype in _NUMPY_FLOATS:
+        picked = [_top_indices_long_row(row, k) for row in rows]
+        if all(p is not None for p in picked):
+            return torch.stack(picked)
+    elif check_finite:
+        check_finite_input(rows)
     mags = rows.abs()
     if k == d:
         return torch.arange(d, device=rows.device).expand(W, d).clone()
@@ -74,21 +83,58 @@ def _first_k_at_least(mags: torch.Tensor, kth: torch.Tensor, k: int) -> torch.Te
 
 
 def _top_indices_long_row(x: torch.Tensor, k: int) -> torch.Tensor | None:
+    """The top-k positions of one long CPU row ``x`` ``[d]`` in about one read of memory, or None when
+    the sampled threshold turns out too high (the caller then sorts).
+
+    1. ``t``: a threshold read off a sample of contiguous blocks, a little below the k-th largest
+       ``|x|`` (the ``_SAMPLE_MARGIN`` x expected-hits-th largest sampled magnitude);
+    2. one pass over ``x``: the largest magnitude of each block of ``_BLOCK`` values (an amax and an
+       amin over cache-sized chunks), which also proves ``x`` finite (NaN and Inf propagate);
+    3. the blocks whose largest magnitude is ``>= t`` hold every ``|x_i| >= t``: those values are the
+       candidates; if there are fewer than ``k``, ``t`` was above the k-th largest and None is returned;
+    4. the exact top-k among those candidates (ties to the lower position, as in :func:`top_indices`).
+    """
     d = x.numel()
+    maxima = _block_maxima(x)
+    check_finite_input(maxima)
     blocks = -(-_SAMPLE_HITS * d // (k * _SAMPLE_BLOCK))  # contiguous blocks spread evenly over x
     if blocks * _SAMPLE_BLOCK >= d:
         sample = x.abs()
     else:
         starts = torch.linspace(0, d - _SAMPLE_BLOCK, blocks).long()
         sample = x[(starts[:, None] + torch.arange(_SAMPLE_BLOCK)).reshape(-1)].abs()
-    hits = min(sample.numel(), 2 * (k * sample.numel()) // d + 1)  # twice the expected number
-    threshold = sample.topk(hits, sorted=False).values.min().item()
-    candidates = torch.from_numpy(_positions_at_least(x.numpy(), threshold))
-    if candidates.numel() < k:  # unlucky sample: the caller falls back to the full partial sort
+    hits = min(sample.numel(), math.ceil(_SAMPLE_MARGIN * k * sample.numel() / d))
+    threshold = float(sample.topk(hits, sorted=False).values.min())
+    chosen = torch.from_numpy(np.flatnonzero(maxima.numpy() >= threshold))
+    full = d // _BLOCK
+    inner = chosen[chosen < full]
+    mags = x[: full * _BLOCK].view(full, _BLOCK).index_select(0, inner).abs_()
+    at = torch.from_numpy(np.flatnonzero(mags.numpy() >= threshold))
+    candidates, mags = inner[at // _BLOCK] * _BLOCK + at % _BLOCK, mags.view(-1)[at]
+    if chosen.numel() > inner.numel():  # the last, shorter block
+        tail = x[full * _BLOCK :].abs()
+        extra = (tail >= threshold).nonzero()[:, 0]
+        candidates, mags = torch.cat([candidates, extra + full * _BLOCK]), torch.cat([mags, tail[extra]])
+    if candidates.numel() < k:  # t was above the k-th largest magnitude
         return None
-    mags = x[candidates].abs()[None]
-    kth = mags.topk(k, dim=1, sorted=False).values.min()
-    return candidates[_first_k_at_least(mags, kth, k)[0]]
+    kth = mags.topk(k, sorted=False).values.min()
+    return candidates[_first_k_at_least(mags[None], kth, k)[0]]
+
+
+def _block_maxima(x: torch.Tensor) -> torch.Tensor:
+    """max |x_i| over each block of ``_BLOCK`` contiguous values of ``x`` ``[d]`` (the last block may
+    be shorter): ``[ceil(d / _BLOCK)]``, NaN for a block holding NaN. One read of ``x`` from memory."""
+    full = x.numel() // _BLOCK
+    blocks = x[: full * _BLOCK].view(full, _BLOCK)
+    high, low = torch.empty(full, dtype=x.dtype), torch.empty(full, dtype=x.dtype)
+    for start in range(0, full, _PASS_BLOCKS):
+        chunk = blocks[start : start + _PASS_BLOCKS]  # in cache for the second reduction
+        torch.amax(chunk, dim=1, out=high[start : start + _PASS_BLOCKS])
+        torch.amin(chunk, dim=1, out=low[start : start + _PASS_BLOCKS])
+    maxima = torch.maximum(high, low.neg_())
+    if full * _BLOCK < x.numel():
+        maxima = torch.cat([maxima, x[full * _BLOCK :].abs().amax()[None]])
+    return maxima
 
 
 def _positions_at_least(x: np.ndarray, threshold: float, chunk: int = 1 << 16) -> np.ndarray:
@@ -150,6 +196,7 @@ class TopK(Compressor):
 
     kind = "contractive"
     homogeneous = True
+    encode_checks_finite = True  # top_indices checks NaN/Inf within its one pass over a long row
 
     def __init__(self, ratio: float | None = None, *, k: int | None = None):
         check_ratio(ratio, k)
@@ -162,7 +209,7 @@ class TopK(Compressor):
     def _encode(self, rows, generator):
         W, d = rows.shape
         k = kept(self.ratio, self.k, d)
-        return _sparse_parts(rows, top_indices(rows, k), [k] * W)
+        return _sparse_parts(rows, top_indices(rows, k, check_finite=True), [k] * W)
 
     def _decode(self, payload, W, d):
         return _scatter(payload, W, d)
