@@ -101,8 +101,8 @@ def _top_indices_long_row(x: torch.Tensor, k: int) -> torch.Tensor | None:
     if blocks * _SAMPLE_BLOCK >= d:
         sample = x.abs()
     else:
-        starts = torch.linspace(0, d - _SAMPLE_BLOCK, blocks).long()
-        sample = x[(starts[:, None] + torch.arange(_SAMPLE_BLOCK)).reshape(-1)].abs()
+        starts = torch.linspace(0, d - _SAMPLE_BLOCK, blocks, device=x.device).long()
+        sample = x[(starts[:, None] + torch.arange(_SAMPLE_BLOCK, device=x.device)).reshape(-1)].abs()
     hits = min(sample.numel(), math.ceil(_SAMPLE_MARGIN * k * sample.numel() / d))
     threshold = float(sample.topk(hits, sorted=False).values.min())
     chosen = torch.from_numpy(np.flatnonzero(maxima.numpy() >= threshold))
@@ -126,7 +126,7 @@ def _block_maxima(x: torch.Tensor) -> torch.Tensor:
     be shorter): ``[ceil(d / _BLOCK)]``, NaN for a block holding NaN. One read of ``x`` from memory."""
     full = x.numel() // _BLOCK
     blocks = x[: full * _BLOCK].view(full, _BLOCK)
-    high, low = torch.empty(full, dtype=x.dtype), torch.empty(full, dtype=x.dtype)
+    high, low = torch.empty(full, dtype=x.dtype, device=x.device), torch.empty(full, dtype=x.dtype, device=x.device)
     for start in range(0, full, _PASS_BLOCKS):
         chunk = blocks[start : start + _PASS_BLOCKS]  # in cache for the second reduction
         torch.amax(chunk, dim=1, out=high[start : start + _PASS_BLOCKS])
