@@ -46,11 +46,12 @@ recompute it.
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import pairwise
+from typing import NamedTuple
 
 import torch
 
@@ -335,12 +336,17 @@ class Payload:
 # -- the bit stream ------------------------------------------------------------------------------
 # A message is held as int64 words on the payload's device: bit j of the stream is bit j % 64 of word
 # j // 64, so the words' bytes (little-endian, as on every platform torch runs on) are the message.
-# One spare word at the end takes the high bits of a value that runs past the last full word.
+# A run of values of ``width`` bits is handled a group at a time: 64 / gcd(width, 64) values fill
+# width / gcd(width, 64) words exactly (64 signs fill one word, 16 values of 20 bits five), so a run is
+# built as whole groups (the last one zero-padded) and shifted into place with word-wide operations.
+# Spare zero words after the message take a padded group's tail and the high bits of its last word.
+
+_SPARE_WORDS = 66  # a group spans at most 63 words, plus the words a shift spills into
 
 
 def _stream(nbytes: int, device: torch.device) -> torch.Tensor:
-    """A zeroed stream holding ``nbytes`` bytes and the spare word, as int64 words."""
-    return torch.zeros(nbytes // 8 + 2, dtype=torch.int64, device=device)
+    """A zeroed stream holding ``nbytes`` bytes and the spare words, as int64 words."""
+    return torch.zeros(nbytes // 8 + _SPARE_WORDS, dtype=torch.int64, device=device)
 
 
 def _low_bits(width: int) -> int:
@@ -348,41 +354,48 @@ def _low_bits(width: int) -> int:
     return -1 if width == 64 else (1 << width) - 1
 
 
-def _put(words: torch.Tensor, values: torch.Tensor, at: torch.Tensor, width: int) -> None:
-    """Write ``width``-bit unsigned ``values`` (int64 bit patterns below ``2**width``) at bit positions
-    ``at`` of the zeroed ``words``; the positions' bit ranges do not overlap."""
-    word, shift = at >> 6, at & 63
-    words.index_add_(0, word, values << shift)  # the bits written are disjoint, so adding them is OR
-    if width > 1:  # the bits of a value that runs into the next word (none where shift <= 64 - width)
-        words.index_add_(0, word + 1, (values >> (64 - shift)) & ~(-1 << shift))
+class _Group(NamedTuple):
+    """A group of ``per`` values of ``width`` bits filling ``count`` words, and where each value lies in
+    them (the tensors, ``[per]``, int64)."""
+
+    per: int
+    count: int
+    word: torch.Tensor  # the word the value starts in
+    after: torch.Tensor  # the next word, where its high bits go if it runs over (the last word if not)
+    shift: torch.Tensor  # the bit it starts at in its word
+    spill: torch.Tensor  # 64 - shift
+    kept: torch.Tensor  # its bits in its word, in place: the low-width mask << shift
+    carried: torch.Tensor  # its bits in the next word, moved down: the mask >> spill (0 if none)
+    read: torch.Tensor  # its low bits read back from its word, moved down: the mask below spill
 
 
-def _take(words: torch.Tensor, at: torch.Tensor, width: int) -> torch.Tensor:
-    """The ``width``-bit unsigned values at bit positions ``at`` of ``words`` (int64); inverse of :func:`_put`."""
-    word, shift = at >> 6, at & 63
-    low = (words[word] >> shift) & ~(-1 << (64 - shift))  # a logical shift: the sign bits cleared
-    high = words[word + 1] << (64 - shift)  # a shift by 64 gives 0
-    return (low | high) & _low_bits(width)
+@functools.cache
+def _group(width: int, device: torch.device) -> _Group:
+    per, count = 64 // math.gcd(width, 64), width // math.gcd(width, 64)
+    start = torch.arange(per, device=device) * width
+    word, shift = start >> 6, start & 63
+    spill, mask = 64 - shift, torch.full_like(shift, _low_bits(width))
+    return _Group(per, count, word, (word + 1).clamp(max=count - 1), shift, spill, mask << shift,
+                  mask >> spill, mask & ~(-1 << spill))  # (shifts by 64 give 0; mask >> 64 too, mask >= 0 or count 1)
 
 
 def _put_run(words: torch.Tensor, values: torch.Tensor, at: int, width: int) -> int:
-    """Write ``values`` one after another from bit ``at``, ``width`` bits each: unsigned int64 codes, or
-    floats as the raw bits of their dtype (``width`` its width). Returns the bit after the last."""
+    """Write ``values`` one after another from bit ``at``, ``width`` bits each: unsigned int64 codes (cut
+    to their low ``width`` bits), or floats as the raw bits of their dtype (``width`` its width). Returns
+    the bit after the last."""
     n = values.numel()
     if at % 8 == 0 and width % 8 == 0:  # whole bytes from a byte boundary: a copy of little-endian bytes
         raw = values.contiguous().view(torch.uint8)
         if not values.is_floating_point():
             raw = raw.view(n, 8)[:, : width // 8]
         words.view(torch.uint8)[at // 8 : (at + n * width) // 8] = raw.reshape(-1)
-        return at + n * width
-    if values.is_floating_point():
-        values = values.contiguous().view(_UINT_VIEW[width]).to(torch.int64)
-    codes = values.reshape(-1) & _low_bits(width)
-    per, whole = _group(n, width)
-    if whole:  # groups of values that fill whole words, then those words shifted into place
-        _or_words(words, at, _group_words(codes[:whole].view(-1, per), width).reshape(-1))
-    if whole < n:
-        _put(words, codes[whole:], torch.arange(at + whole * width, at + n * width, width, device=words.device), width)
+    elif n:
+        if values.is_floating_point():
+            values = values.contiguous().view(_UINT_VIEW[width]).to(torch.int64)
+        group, codes = _group(width, words.device), values.reshape(-1)
+        if n % group.per:  # zeros fill the last group
+            codes = torch.nn.functional.pad(codes, (0, group.per - n % group.per))
+        _or_words(words, at, _group_words(codes.view(-1, group.per), group).reshape(-1))
     return at + n * width
 
 
@@ -396,53 +409,32 @@ def _take_run(words: torch.Tensor, n: int, at: int, width: int, dtype: torch.dty
         codes = torch.zeros(n, 8, dtype=torch.uint8, device=words.device)
         codes[:, : width // 8] = raw.view(n, width // 8)
         return codes.view(torch.int64).reshape(n)
-    per, whole = _group(n, width)
-    codes = _group_values(_words_at(words, at, whole * width // 64).view(-1, per * width // 64), width).reshape(-1)
-    if whole < n:
-        tail = torch.arange(at + whole * width, at + n * width, width, device=words.device)
-        codes = torch.cat([codes, _take(words, tail, width)])
+    group = _group(width, words.device)
+    groups = -(-n // group.per)
+    codes = _group_values(_words_at(words, at, groups * group.count).view(groups, group.count), group, width)
+    codes = codes.reshape(-1)[:n]
     return codes if dtype is None else codes.to(_UINT_VIEW[width]).view(dtype)
 
 
-def _group(n: int, width: int) -> tuple[int, int]:
-    """Values of ``width`` bits that fill whole 64-bit words exactly (``64 / gcd(width, 64)`` of them, in
-    ``width / gcd`` words), and how many of ``n`` values make whole groups."""
-    per = 64 // math.gcd(width, 64)
-    return per, n - n % per
+def _group_words(codes: torch.Tensor, group: _Group) -> torch.Tensor:
+    """The words ``[G, count]`` holding groups ``[G, per]`` of codes."""
+    low = (codes << group.shift).bitwise_and_(group.kept)
+    if group.count == 1:  # width divides 64: one word per group, no value runs over
+        return low.sum(dim=1, keepdim=True)  # the bits are disjoint, so adding them is OR
+    words = torch.zeros(len(codes), group.count, dtype=torch.int64, device=codes.device)
+    words.scatter_add_(1, group.word.expand_as(codes), low)
+    return words.scatter_add_(1, group.after.expand_as(codes), (codes >> group.spill).bitwise_and_(group.carried))
 
 
-def _shifts(per: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Word and bit shift of each of the ``per`` values of a group within the group's words."""
-    start = torch.arange(per, device=device) * width
-    return start >> 6, start & 63
-
-
-def _group_words(groups: torch.Tensor, width: int) -> torch.Tensor:
-    """The words ``[G, width / gcd]`` holding groups ``[G, per]`` of ``width``-bit codes."""
-    per = groups.shape[1]
-    _, shift = _shifts(per, width, groups.device)
-    low = groups << shift
-    first = [-(-64 * i // width) for i in range(per * width // 64 + 1)]  # the first value starting in word i
-    words = torch.stack([low[:, a:b].sum(dim=1) for a, b in pairwise(first)], dim=1)  # disjoint bits: + is OR
-    for i, j in enumerate(first[1:-1]):  # value j - 1 may run from word i into word i + 1
-        spill = (j - 1) * width % 64
-        if spill + width > 64:
-            words[:, i + 1] += (groups[:, j - 1] >> (64 - spill)) & ((1 << spill) - 1)
-    return words
-
-
-def _group_values(group_words: torch.Tensor, width: int) -> torch.Tensor:
-    """The groups ``[G, per]`` of codes held in ``group_words`` ``[G, width / gcd]``; inverse of
-    :func:`_group_words`."""
-    rows, count = group_words.shape
-    per = count * 64 // width
-    word, shift = _shifts(per, width, group_words.device)
-    low = torch.gather(group_words, 1, word.expand(rows, per)).bitwise_right_shift_(shift)
-    if 64 % width:  # some values run into the next word: a logical shift, and the next word's low bits
-        low.bitwise_and_(~(-1 << (64 - shift)))
-        nxt = torch.gather(group_words, 1, (word + 1).clamp(max=count - 1).expand(rows, per))  # beyond width if unused
-        low.bitwise_or_(nxt.bitwise_left_shift_(64 - shift))
-    return low.bitwise_and_(_low_bits(width))
+def _group_values(block: torch.Tensor, group: _Group, width: int) -> torch.Tensor:
+    """The groups ``[G, per]`` of codes held in ``block`` ``[G, count]``; inverse of :func:`_group_words`."""
+    shape = (len(block), group.per)
+    codes = torch.gather(block, 1, group.word.expand(shape)).bitwise_right_shift_(group.shift)
+    codes.bitwise_and_(group.read)
+    if group.count > 1:  # a value may run into the next word (where it does not, the bits taken lie above)
+        high = torch.gather(block, 1, group.after.expand(shape)).bitwise_left_shift_(group.spill)
+        codes.bitwise_or_(high.bitwise_and_(_low_bits(width)))
+    return codes
 
 
 def _or_words(words: torch.Tensor, at: int, block: torch.Tensor) -> None:
@@ -460,6 +452,11 @@ def _words_at(words: torch.Tensor, at: int, count: int) -> torch.Tensor:
         return words[first : first + count]
     low = (words[first : first + count] >> shift) & ((1 << (64 - shift)) - 1)
     return low | (words[first + 1 : first + count + 1] << (64 - shift))
+
+
+def _put_bits(words: torch.Tensor, at: torch.Tensor) -> None:
+    """Set the bits at positions ``at`` (distinct, each still 0) of ``words``."""
+    words.index_add_(0, at >> 6, torch.ones_like(at) << (at & 63))
 
 
 def _bitmap(words: torch.Tensor, at: int, dim: int) -> torch.Tensor:
@@ -489,7 +486,7 @@ def _put_positions(words: torch.Tensor, part: Part, at: int) -> int:
     """Write an index part from bit ``at``, each row as an index list or a bitmap, whichever is cheaper."""
     for positions in part.rows():
         if len(positions) * part.width > part.dim:
-            _put(words, torch.ones_like(positions), at + positions, 1)
+            _put_bits(words, at + positions)
             at += part.dim
         else:
             at = _put_run(words, positions, at, part.width)
