@@ -88,7 +88,9 @@ class PowerSGD(Compressor):
         M = torch.nn.functional.pad(rows.to(torch.float32), (0, n * m - d)).reshape(W, n, m)
         key = (W, n, m, r)
         Q = self._q.get(key) if self.warm_start else None
-        if Q is None:
+        if Q is not None:
+            Q = Q.to(M.device)  # a Q restored by load_state_dict may come from another device
+        else:
             Q = draw(torch.randn, m, r, generator=generator, device=M.device)  # one draw shared by every row
         P, _ = torch.linalg.qr(M @ Q)
         Q_next = M.transpose(1, 2) @ P

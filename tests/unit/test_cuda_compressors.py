@@ -56,3 +56,15 @@ def test_compress_and_decompress_of_a_cuda_tensor_stay_on_cuda(compressor, gener
             for a, b in zip(payload.parts, cpu.parts, strict=True):
                 assert torch.equal(a.data.cpu(), b.data), a.name
             assert torch.equal(out.cpu(), compressor.decompress(cpu))
+
+
+def test_a_warm_powersgd_restored_from_a_cpu_state_compresses_cuda_input():
+    x = torch.randn(4, 256, generator=torch.Generator().manual_seed(0))
+    cpu = PowerSGD(2, warm_start=True)
+    cpu.compress(x, torch.Generator().manual_seed(1))
+    gpu = PowerSGD(2, warm_start=True)
+    gpu.load_state_dict(cpu.state_dict())
+    payload = gpu.compress(x.cuda(), torch.Generator().manual_seed(2))
+    assert all(part.data.device.type == "cuda" for part in payload.parts)
+    again = cpu.compress(x, torch.Generator().manual_seed(2))  # the same warm Q on the CPU
+    torch.testing.assert_close(gpu.decompress(payload).cpu(), cpu.decompress(again), atol=1e-4, rtol=1e-4)
