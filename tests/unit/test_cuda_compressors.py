@@ -52,7 +52,7 @@ def test_compress_and_decompress_of_a_cuda_tensor_stay_on_cuda(compressor, gener
     if generator_device == "cpu":
         cpu = compressor.compress(x_cpu, torch.Generator().manual_seed(1))
         assert payload.bits == cpu.bits
-        if isinstance(compressor, EXACT):
+        if isinstance(compressor, EXACT) and getattr(compressor, "format", None) != "e3m0":  # e3m0 takes a log2
             for a, b in zip(payload.parts, cpu.parts, strict=True):
                 assert torch.equal(a.data.cpu(), b.data), a.name
             assert torch.equal(out.cpu(), compressor.decompress(cpu))
