@@ -5,7 +5,7 @@ stands for all of them). One synchronous step::
 
     for each worker i:  g_i = ∇ (1/B) Σ_{b ∈ batch_i} ℓ(f_θ(x_b), y_b)           (its own shard)
     G = [g_1; …; g_N]                                                  # [N, d], the flat gradients
-    ĝ = compressed_round(comm, mechanism, G)                           # one bucket: the whole model
+    ĝ = gradient_round(comm, scheme, G, …)                             # one bucket: the whole model
     v ← μ v + ĝ,   θ ← θ − γ v                                          # torch.optim.SGD(momentum=μ)
 
 With the ``"none"`` scheme ĝ = (1/N) Σ_i g_i, which for equal batch sizes is the gradient of the mean
@@ -22,8 +22,8 @@ step costs the slowest worker's computation plus the collective::
   simulator compresses all N rows where a real worker compresses only its own, so for the
   compressed schemes this counts (N − 1) extra compressions: conservative against compression;
 * ``t_link``: what the communicator's :class:`~commlab.comm.link.Link` adds for the
-  collective (α–β model; all-reduce for the dense scheme, all-gather of the packed payloads for the
-  others).
+  collective (α–β model; all-reduce for the dense scheme, two all-reduces for PowerSGD, all-gather
+  of the packed payloads for the others).
 
 Times are measured with ``timer``. By default, when torch runs on one thread (one single-threaded
 process per worker, as in the real runs), that is :func:`time.thread_time`, the CPU seconds of the
@@ -71,10 +71,8 @@ from torch import nn
 
 from commlab._checks import check_int, check_nonnegative, check_positive, check_real_in, check_seed
 from commlab.comm import SimComm
-from commlab.compress.ef import Mechanism
 from commlab.data.batches import batch_indices
-from commlab.distributed.compressed import compressed_round
-from commlab.distributed.schemes import gradient_scheme
+from commlab.distributed.schemes import Scheme, draws, gradient_round, gradient_scheme, is_scheme
 from commlab.models.fit import accuracy
 from commlab.seeding import SeedTree
 
@@ -146,8 +144,10 @@ class DataParallelTrainer:
         model: the replicated model (its parameters are the shared replica); any classifier mapping
             ``images[idx]`` to logits ``[B, classes]``.
         scheme: a name from :data:`~commlab.distributed.schemes.SCHEMES` (``"none"``, ``"topk"``,
-            ``"powersgd"``, ``"sign"``) or a ready :class:`~commlab.compress.ef.Mechanism` (fresh, one
-            bucket).
+            ``"powersgd"``, ``"sign"``) or a ready scheme (a fresh
+            :class:`~commlab.compress.ef.Mechanism` or
+            :class:`~commlab.distributed.powersgd.PowerSGDReducer`; one bucket, the model's parameters
+            in order).
         comm: a :class:`SimComm` with N = ``len(shards)`` workers; its link sets the link time.
         images: ``[n, ...]`` float training inputs shared by all workers.
         labels: ``[n]`` int64 class labels.
@@ -167,7 +167,7 @@ class DataParallelTrainer:
     a ``torch.distributed`` rank i takes in :mod:`commlab.train.ddp`.
     """
 
-    def __init__(self, model: nn.Module, scheme: str | Mechanism, comm: SimComm, images: torch.Tensor,
+    def __init__(self, model: nn.Module, scheme: str | Scheme, comm: SimComm, images: torch.Tensor,
                  labels: torch.Tensor, shards: Sequence, *, batch_size: int = 32, lr: float = 0.1,
                  momentum: float = 0.0, seed: int = 0, start_iter: int = 0, ratio: float = 0.01,
                  rank: int = 2, timer: Callable[[], float] | None = None):
@@ -175,12 +175,13 @@ class DataParallelTrainer:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(comm, SimComm):
             raise TypeError(f"comm must be a commlab SimComm, got {type(comm).__name__}")
-        if isinstance(scheme, Mechanism):
+        if is_scheme(scheme):
             self.mechanism, self.scheme = scheme, type(scheme).__name__
         elif isinstance(scheme, str):
             self.mechanism, self.scheme = gradient_scheme(scheme, ratio=ratio, rank=rank), scheme
         else:
-            raise TypeError(f"scheme must be a scheme name or a Mechanism, got {type(scheme).__name__}")
+            raise TypeError(f"scheme must be a scheme name, a Mechanism or a PowerSGDReducer, got "
+                            f"{type(scheme).__name__}")
         if not isinstance(images, torch.Tensor) or not images.is_floating_point():
             raise TypeError("images must be a floating torch.Tensor [n, ...]")
         if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
@@ -241,9 +242,9 @@ class DataParallelTrainer:
         if self.steps_done < self.start_iter:
             estimate = self.comm.all_reduce(grads, op="mean").wait()[0]
         else:
-            random = self.mechanism.compressor.random
+            random = draws(self.mechanism)[0]
             generator = SeedTree(self.seed).torch("ddp_hook", self.steps_done, 0) if random else None
-            estimate, _ = compressed_round(self.comm, self.mechanism, grads, generator)
+            estimate = gradient_round(self.comm, self.mechanism, grads, generator, [p.shape for p in self.params])
         offset = 0
         for p in self.params:
             p.grad.copy_(estimate[offset:offset + p.numel()].view_as(p))

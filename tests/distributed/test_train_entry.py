@@ -84,7 +84,7 @@ def test_command_line_options_and_their_checks():
     config = parse_config(["--scheme", "powersgd", "--rank", "4", "--batch-size", "8", "--log-file", "x.jsonl"])
     assert (config.scheme, config.rank, config.batch_size, config.log, config.threads) == ("powersgd", 4, 8,
                                                                                           "x.jsonl", 1)
-    assert config.factory()().compressor.rank == 4
+    assert config.factory()().rank == 4
     with pytest.raises(SystemExit):
         parse_config(["--scheme", "randk"])
     for bad, match in ((["--steps", "0"], "steps"), (["--ratio", "1.5"], "ratio"),

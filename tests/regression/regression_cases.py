@@ -17,14 +17,14 @@ from torch import nn
 
 from commlab.comm import Link, SimComm
 from commlab.comm.membership import Membership
-from commlab.compress import QSGD, TopK
-from commlab.distributed.compressed import compressed_round
+from commlab.compress import QSGD, PowerSGD, TopK
+from commlab.compress.ef import EF14
 from commlab.distributed.dgc import DGC, DensityWarmup
 from commlab.distributed.fl import FedAvg, FedEF, Scafcom, Scaffold, Scallion
 from commlab.distributed.gossip import DecentralizedSGD, Schedule, consensus_distance, ring
 from commlab.distributed.onebit_adam import OneBitAdam
 from commlab.distributed.outer import CO2, DataParallel, DiLoCo, LocalSGD, NoLoCo, StreamingDiLoCo
-from commlab.distributed.schemes import gradient_scheme
+from commlab.distributed.schemes import gradient_round, gradient_scheme
 from commlab.distributed.spsa import SharedSeedSPSA
 from commlab.seeding import seeded_init
 from commlab.train.ddp_simulator import DataParallelTrainer
@@ -93,14 +93,15 @@ def onebit_case():
     return per_step(make)
 
 
-def compressed_case(scheme: str, **kw):
+def compressed_case(scheme, shapes=((D,),), **kw):
+    """A named scheme (or a function making one) on the least squares, its row laid out as ``shapes``."""
     def run():
         comm = SimComm(N, link=LINK)
-        mechanism = gradient_scheme(scheme, **kw)
+        made = scheme() if callable(scheme) else gradient_scheme(scheme, **kw)
         x = start()
         iterates = [x.clone()]
         for t in range(STEPS):
-            estimate, _ = compressed_round(comm, mechanism, gradients(x), torch.Generator().manual_seed(t))
+            estimate = gradient_round(comm, made, gradients(x), torch.Generator().manual_seed(t), shapes)
             x = x - 0.05 * estimate
             iterates.append(x.clone())
         return trace_of(comm, iterates)
@@ -195,7 +196,10 @@ CASES = {
     "onebit_adam": onebit_case,
     "compressed_none": compressed_case("none"),
     "compressed_topk": compressed_case("topk", ratio=0.25),
-    "compressed_powersgd": compressed_case("powersgd", rank=2),
+    # the generic compressor path (all-gathered factors of the whole row), the powersgd scheme before issue 18
+    "compressed_powersgd": compressed_case(lambda: EF14(PowerSGD(rank=2))),
+    # issue 18: PowerSGD's protocol, the row as a 6 × 4 matrix at rank 1 (warm start, two all-reduces)
+    "compressed_powersgd_protocol": compressed_case("powersgd", shapes=((6, 4),), rank=1),
     "compressed_sign": compressed_case("sign"),
     "spsa": spsa_case(churn=False),
     "spsa_churn": spsa_case(churn=True),
