@@ -44,6 +44,7 @@ worker sent in a single synchronisation. Time on a slow link comes from :class:`
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,11 +162,13 @@ class Meter:
         self.bytes_sent = torch.zeros(self.local_workers, dtype=torch.float64)
 
     def record(self, op: str, per_worker: torch.Tensor) -> None:
-        """Count one synchronisation in which local worker l sent ``per_worker[l]`` bytes."""
-        self.bytes_sent += per_worker
-        self.syncs += 1
-        self.peak_bytes = max(self.peak_bytes, float(per_worker.max()))
-        self.calls[op] = self.calls.get(op, 0) + 1
+        """Count one synchronisation in which local worker l sent ``per_worker[l]`` bytes (safe from
+        several threads: a DDP hook's callbacks launch collectives too)."""
+        with _METER_LOCK:
+            self.bytes_sent += per_worker
+            self.syncs += 1
+            self.peak_bytes = max(self.peak_bytes, float(per_worker.max()))
+            self.calls[op] = self.calls.get(op, 0) + 1
 
     def reset(self) -> None:
         self.bytes_sent.zero_()
@@ -190,6 +193,9 @@ class Meter:
             "peak_bytes": self.peak_bytes,
             "calls": dict(self.calls),
         }
+
+
+_METER_LOCK = threading.Lock()
 
 
 def nbytes(x: torch.Tensor) -> int:
@@ -221,7 +227,7 @@ class Communicator:
         self.device = torch.device("cpu")
         self._clock = 0.0
         self._link_free = 0.0  # when the last collective launched with start() leaves the link
-        self._starting = False
+        self._starter: int | None = None  # the thread inside start(), if any (hooks launch from callbacks too)
 
     @property
     def clock(self) -> float:
@@ -248,11 +254,16 @@ class Communicator:
         its ``finish_time``. Arguments are those of the collective. Without a link there is no link
         time to overlap: the Work finishes at the current clock."""
         check_choice("op", op, ASYNC_OPS)
-        self._starting = True
+        self._starter = threading.get_ident()
         try:
             return getattr(self, op)(*args, **kwargs)
         finally:
-            self._starting = False
+            self._starter = None
+
+    @property
+    def _starting(self) -> bool:
+        """Whether the calling thread is inside :meth:`start`."""
+        return self._starter == threading.get_ident()
 
     # -- collectives -----------------------------------------------------------------------------
 
