@@ -1,4 +1,5 @@
-"""Any commlab mechanism (a compressor with or without error feedback) as a DDP communication hook.
+"""Any commlab gradient scheme (a compressor with or without error feedback, or PowerSGD's own
+protocol) as a DDP communication hook, its communication overlapped with the backward pass.
 
 The hook runs the simulator's code path (briefs/_conventions.md §6) on each gradient bucket of a
 :class:`~torch.nn.parallel.DistributedDataParallel` model::
@@ -11,13 +12,24 @@ For every bucket (a flat float32 vector ``buffer`` of d gradient values, the loc
 
 * iterations ``< start_iter``: a dense mean all-reduce through the :class:`DistComm` (4·d bytes sent
   per worker, counted by the meter), which is what DDP does without a hook;
-* from ``start_iter`` on: :func:`~commlab.distributed.compressed.compressed_round` with the bucket's
-  own mechanism on ``buffer[None]`` (shape ``[1, d]``): the client step (error feedback memory stays
-  on this rank), then an all-reduce of the values when the compressor is linear and the mechanism
-  aggregates through the mean, else an all-gather of each rank's payload packed into
-  ``ceil(bits / 8)`` bytes, then the same ``mechanism.aggregate`` on every rank. That aggregate is
-  the mean over the N ranks (it divides by N), so the bucket receives the **mean** gradient
-  estimate, as plain DDP's gradients are the mean of the ranks' gradients.
+* from ``start_iter`` on, a :class:`~commlab.compress.ef.Mechanism`:
+  :func:`~commlab.distributed.compressed.start_round` on ``buffer[None]`` (shape ``[1, d]``): the
+  client step (error feedback memory stays on this rank), then an all-reduce of the values when the
+  compressor is linear and the mechanism aggregates through the mean, else an all-gather of each
+  rank's payload packed into ``ceil(bits / 8)`` bytes, then the same ``mechanism.aggregate`` on
+  every rank. That aggregate is the mean over the N ranks (it divides by N), so the bucket receives
+  the **mean** gradient estimate, as plain DDP's gradients are the mean of the ranks' gradients;
+* from ``start_iter`` on, a :class:`~commlab.distributed.powersgd.PowerSGDReducer`: its two
+  all-reduces on the bucket's tensors, each parameter its own matrix.
+
+**Overlap** (``overlap=True``, the default). The hook hands the bucket's round (compression, the
+collectives, decoding) to the state's one communication thread and returns at once a future that
+the thread completes when the round has, so DDP goes on computing the gradients of the next buckets
+meanwhile, as its own all-reduce does. One thread runs the rounds of all buckets in the order DDP
+hands them over, so every rank issues its collectives in the same order (PowerSGD's second
+all-reduce depends on its first: launched from callbacks, the order would depend on timing).
+``overlap=False`` runs each bucket's round to the end inside the hook (what DDP then waits for is
+already done): the baseline the overlap is measured against.
 
 The meter therefore counts the compressor's own bits rounded up to whole bytes per message and
 bucket, and the dense warm-up at 32 bits per value.
@@ -45,6 +57,7 @@ copy (payloads are packed with NumPy), so the process group needs a CPU backend 
 # No ``from __future__ import annotations``: DDP compares the hook's annotations with the real
 # classes (dist.GradBucket, torch.futures.Future[torch.Tensor]) and rejects strings.
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.distributed as dist
@@ -52,19 +65,19 @@ from torch.nn.parallel import DistributedDataParallel
 
 from commlab._checks import check_int, check_seed
 from commlab.comm import DistComm, Meter
-from commlab.compress.ef import Mechanism
-from commlab.distributed.compressed import compressed_round
+from commlab.distributed.schemes import Scheme, draws, gradient_round, is_scheme
 from commlab.seeding import SeedTree
 
 Layout = tuple[tuple[int, ...], ...]
 
 
 class CompressionHookState:
-    """What :func:`compression_hook` keeps between calls: per-bucket mechanisms, the iteration, the meter.
+    """What :func:`compression_hook` keeps between calls: per-bucket schemes, the iteration, the meter.
 
     Args:
-        factory: a callable with no arguments returning a *fresh* commlab
-            :class:`~commlab.compress.ef.Mechanism` on every call (e.g.
+        factory: a callable with no arguments returning a *fresh* commlab scheme on every call (a
+            :class:`~commlab.compress.ef.Mechanism` or a
+            :class:`~commlab.distributed.powersgd.PowerSGDReducer`, e.g.
             ``functools.partial(gradient_scheme, "topk", ratio=0.01)``); it must be picklable for the
             state to be pickled (a module-level function or ``functools.partial``, not a lambda).
         seed: non-negative integer root of the hook's generators.
@@ -76,6 +89,8 @@ class CompressionHookState:
             independently per rank).
         deterministic: passed to :class:`DistComm`: all-reduce as all-gather plus a sum in rank
             order, bit-identical to :class:`SimComm` (more receive traffic; meter unchanged).
+        overlap: launch each bucket's communication in the background and return a future that
+            completes with it (see the module docstring); False: finish it inside the hook.
 
     Attributes:
         iteration: training iterations completed (a bucket with ``is_last()`` ends one).
@@ -84,13 +99,14 @@ class CompressionHookState:
             bytes; ``syncs``; ``peak_bytes``), kept across pickling and in :meth:`state_dict`.
     """
 
-    def __init__(self, factory: Callable[[], Mechanism], *, seed: int, start_iter: int = 2, process_group=None,
-                 shared_randomness: bool | None = None, deterministic: bool = False):
+    def __init__(self, factory: Callable[[], Scheme], *, seed: int, start_iter: int = 2, process_group=None,
+                 shared_randomness: bool | None = None, deterministic: bool = False, overlap: bool = True):
         if not callable(factory):
-            raise TypeError(f"factory must be a callable returning a commlab Mechanism, got {type(factory).__name__}")
+            raise TypeError(f"factory must be a callable returning a commlab scheme, got {type(factory).__name__}")
         probe = factory()
-        if not isinstance(probe, Mechanism):
-            raise TypeError(f"factory() must return a commlab.compress.ef Mechanism, got {type(probe).__name__}")
+        if not is_scheme(probe):
+            raise TypeError("factory() must return a commlab.compress.ef Mechanism or a PowerSGDReducer, got "
+                            f"{type(probe).__name__}")
         if factory() is probe:
             raise ValueError("factory() must return a new mechanism on every call (each bucket keeps its own state)")
         if isinstance(start_iter, int) and not isinstance(start_iter, bool) and start_iter < 1:
@@ -100,18 +116,22 @@ class CompressionHookState:
             )
         if shared_randomness is not None and not isinstance(shared_randomness, bool):
             raise TypeError(f"shared_randomness must be True, False or None, got {shared_randomness!r}")
+        if not isinstance(overlap, bool):
+            raise TypeError(f"overlap must be a bool, got {overlap!r}")
         self.factory = factory
         self.seed = check_seed(seed)
         self.start_iter = check_int("start_iter", start_iter, low=1)
         self.process_group = process_group
-        self.shared_randomness = (probe.compressor.shared_draws if shared_randomness is None else shared_randomness)
+        self.shared_randomness = draws(probe)[1] if shared_randomness is None else shared_randomness
         self.deterministic = bool(deterministic)
+        self.overlap = overlap
         self.iteration = 0
-        self.mechanisms: dict[int, Mechanism] = {}
+        self.mechanisms: dict[int, Scheme] = {}
         self.layouts: dict[int, Layout] = {}
         self.meter = Meter(1)
         self._attached = 0  # iterations since this object was made, loaded or unpickled
         self._comm: DistComm | None = None
+        self._worker: ThreadPoolExecutor | None = None
 
     @property
     def comm(self) -> DistComm:
@@ -123,13 +143,20 @@ class CompressionHookState:
             self._comm.meter = self.meter
         return self._comm
 
+    @property
+    def worker(self) -> ThreadPoolExecutor:
+        """The one thread that runs the buckets' rounds with ``overlap``, made on first use."""
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commlab-ddp-hook")
+        return self._worker
+
     def generator(self, bucket_index: int) -> torch.Generator:
         """The generator for this iteration and bucket (and rank, unless randomness is shared)."""
         keys = (self.iteration, bucket_index) if self.shared_randomness else (self.iteration, bucket_index,
                                                                               self.comm.rank)
         return SeedTree(self.seed).torch("ddp_hook", *keys)
 
-    def mechanism_for(self, bucket_index: int, layout: Layout) -> Mechanism | None:
+    def mechanism_for(self, bucket_index: int, layout: Layout) -> Scheme | None:
         """The mechanism of bucket ``bucket_index`` if it may run now, else None (reduce densely).
 
         Raises:
@@ -188,7 +215,7 @@ class CompressionHookState:
     def __getstate__(self):
         """Everything but the communicator and the process group, which cannot be pickled."""
         state = self.__dict__.copy()
-        state["_comm"], state["process_group"] = None, None
+        state["_comm"], state["process_group"], state["_worker"] = None, None, None
         return state
 
     def __setstate__(self, state):
@@ -206,31 +233,49 @@ def compression_hook(state: CompressionHookState, bucket: dist.GradBucket) -> to
         bucket: DDP's bucket; ``bucket.buffer()`` is a flat ``[d]`` tensor of this rank's gradients.
 
     Returns:
-        An already completed future holding the bucket buffer ``[d]``, overwritten with the
-        estimate of the mean gradient over all ranks.
+        A future completed with the bucket buffer ``[d]``, overwritten with the estimate of the mean
+        gradient over all ranks, once the bucket's communication has completed (already completed
+        without ``overlap``).
     """
     if not isinstance(state, CompressionHookState):
         raise TypeError(f"state must be a CompressionHookState, got {type(state).__name__}")
     buffer = bucket.buffer()
-    mechanism = None
-    if state.iteration >= state.start_iter:
-        layout = tuple(tuple(p.shape) for p in bucket.parameters())
-        mechanism = state.mechanism_for(bucket.index(), layout)
-    if mechanism is None:
-        mean = state.comm.all_reduce(buffer.detach()[None], op="mean").wait()[0]
-    else:
-        g = buffer.detach()[None].cpu()
-        generator = state.generator(bucket.index()) if mechanism.compressor.random else None
-        mean, _ = compressed_round(state.comm, mechanism, g, generator)
-    buffer.copy_(mean)
+    layout = tuple(tuple(p.shape) for p in bucket.parameters())
+    mechanism = state.mechanism_for(bucket.index(), layout) if state.iteration >= state.start_iter else None
+    generator = state.generator(bucket.index()) if mechanism is not None and draws(mechanism)[0] else None
     if bucket.is_last():
         state.end_iteration()
+
+    def run() -> torch.Tensor:
+        if mechanism is None:
+            mean = state.comm.all_reduce(buffer.detach()[None], op="mean").wait()[0]
+        else:
+            mean = gradient_round(state.comm, mechanism, buffer.detach()[None].cpu(), generator, layout)
+        buffer.copy_(mean)
+        return buffer
+
+    if not state.overlap:
+        return _completed(run())
     future = torch.futures.Future()
-    future.set_result(buffer)
+    state.worker.submit(_settle, future, run)
     return future
 
 
-def register_compression(ddp_model: DistributedDataParallel, factory: Callable[[], Mechanism], *, seed: int,
+def _settle(future: torch.futures.Future, run: Callable[[], torch.Tensor]) -> None:
+    """Complete ``future`` with ``run()`` (or its exception), on the hook's communication thread."""
+    try:
+        future.set_result(run())
+    except BaseException as error:  # DDP re-raises it at the end of the backward pass
+        future.set_exception(error)
+
+
+def _completed(value) -> torch.futures.Future:
+    future = torch.futures.Future()
+    future.set_result(value)
+    return future
+
+
+def register_compression(ddp_model: DistributedDataParallel, factory: Callable[[], Scheme], *, seed: int,
                          start_iter: int = 2, process_group=None, **options) -> CompressionHookState:
     """Register :func:`compression_hook` on ``ddp_model`` with a new :class:`CompressionHookState`.
 

@@ -45,6 +45,10 @@ first step, every ``--eval-every`` steps and after the last step)::
 * ``bytes_sent``: bytes one worker has sent so far (the hook's meter, dense warm-up steps
   included); ``bytes_per_step``: bytes it sent in the latest step.
 
+Gradients cross in DDP's buckets of at most ``--bucket-cap-mb`` MB; with ``--overlap`` (the default)
+each bucket's communication runs while the backward pass computes the next buckets' gradients, and
+``--no-overlap`` finishes it inside the hook (the baseline for the overlap).
+
 Each evaluation adds one small all-reduce (loss statistics and the early-stop flag), which is
 bookkeeping and not metered. ``--target-accuracy A`` stops every rank after the first evaluation
 reaching A.
@@ -103,6 +107,8 @@ class TrainConfig:
     threads: int = 1
     timeout: float = 30.0
     backend: str = "gloo"
+    bucket_cap_mb: float = 25.0  # DDP's bucket size; smaller buckets: more overlap with the backward pass
+    overlap: bool = True  # the hook returns before its bucket's communication has completed
 
     def __post_init__(self):
         gradient_scheme(self.scheme, ratio=self.ratio, rank=self.rank)  # checks scheme, ratio, rank
@@ -113,6 +119,9 @@ class TrainConfig:
         if self.target_accuracy is not None:
             check_real_number("target_accuracy", self.target_accuracy, low=0.0, high=1.0, low_open=True)
         check_positive("timeout", self.timeout)
+        check_positive("bucket_cap_mb", self.bucket_cap_mb)
+        if not isinstance(self.overlap, bool):
+            raise TypeError(f"overlap must be a bool, got {self.overlap!r}")
         check_choice("backend", self.backend, BACKENDS)
 
     def argv(self) -> list[str]:
@@ -120,7 +129,9 @@ class TrainConfig:
         args = []
         for action in build_parser()._actions:
             value = getattr(self, action.dest, None) if action.option_strings else None
-            if value is not None:
+            if isinstance(value, bool):
+                args.append(action.option_strings[0] if value else action.option_strings[1])
+            elif value is not None:
                 args += [action.option_strings[0], str(value)]
         return args
 
@@ -151,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads per process")
     p.add_argument("--timeout", type=float, default=d.timeout, help="collective timeout in seconds")
     p.add_argument("--backend", choices=BACKENDS, default=d.backend, help="gloo (CPU) or nccl (one GPU per rank)")
+    p.add_argument("--bucket-cap-mb", type=float, default=d.bucket_cap_mb, help="DDP's gradient bucket size in MB")
+    p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=d.overlap,
+                   help="overlap each bucket's communication with the rest of the backward pass")
     return p
 
 
@@ -223,8 +237,9 @@ def train_ddp(cfg: TrainConfig, device: str | torch.device = "cpu") -> list[dict
     train_x, train_y, test_x, test_y = load_data(cfg, device)
     shard = shards(cfg, world_size)[rank]
     model = make_model(cfg).to(device)
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    state = register_compression(ddp, cfg.factory(), seed=cfg.seed, start_iter=cfg.start_iter)
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                  bucket_cap_mb=cfg.bucket_cap_mb)
+    state = register_compression(ddp, cfg.factory(), seed=cfg.seed, start_iter=cfg.start_iter, overlap=cfg.overlap)
     optimizer = torch.optim.SGD(ddp.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     recorder = _Recorder(cfg, world_size, write=rank == 0)
     wall = eval_s = last_bytes = 0.0

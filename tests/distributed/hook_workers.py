@@ -25,11 +25,12 @@ TOPK_FACTORY = functools.partial(gradient_scheme, "topk", ratio=0.05)
 
 
 def recording_hook(state_and_log, bucket):
-    """:func:`compression_hook`, logging ``(iteration, bucket index, buffer before, buffer after)``."""
+    """:func:`compression_hook`, logging ``(iteration, bucket index, buffer before, buffer after)``
+    (after: once the hook's future has completed)."""
     state, log = state_and_log
     iteration, before = state.iteration, bucket.buffer().clone()
     future = compression_hook(state, bucket)
-    log.append((iteration, bucket.index(), before, bucket.buffer().clone()))
+    log.append((iteration, bucket.index(), before, future.wait().clone()))
     return future
 
 
@@ -125,3 +126,45 @@ def checkpoint_resume(rank, world_size, seed):
 def train_entry(rank, world_size, config):
     """:func:`commlab.train.ddp.train_ddp` with ``config`` (a dict of TrainConfig fields)."""
     return train_ddp(TrainConfig(**config))
+
+
+def overlap_pairs(rank, world_size, seed, steps, flag):
+    """For each scheme, two DDP models with small buckets (several per step), one hooked with
+    ``overlap`` and one without, trained side by side on the same batches; returns their gradients,
+    the number of buckets, and on rank 0 whether the first overlapped bucket's future was still pending
+    when the hook returned (rank 1 starts its first backward pass only once rank 0 has written ``flag``)."""
+    import os
+    import time
+
+    from commlab.distributed.ddp_hook import compression_hook as hook
+
+    pending = []
+
+    def watching(state, bucket):
+        future = hook(state, bucket)
+        if not pending:
+            pending.append(not future.done())
+            open(flag, "w").close()
+        return future
+
+    out = {}
+    for scheme in ("none", "topk", "powersgd", "sign"):
+        factory = functools.partial(gradient_scheme, scheme, ratio=0.05, rank=2)
+        pair = {}
+        for overlap in (True, False):
+            ddp = DistributedDataParallel(model(seed), bucket_cap_mb=0.1)
+            state = CompressionHookState(factory, seed=seed, start_iter=2, overlap=overlap)
+            ddp.register_comm_hook(state, watching if (overlap and scheme == "none") else hook)
+            pair[overlap] = (ddp, state)
+        grads = {True: [], False: []}
+        for step in range(steps):
+            x, y = batch(seed, step, rank)
+            for overlap, (ddp, _) in pair.items():
+                while rank == 1 and not os.path.exists(flag):
+                    time.sleep(0.01)
+                ddp.zero_grad(set_to_none=True)
+                F.cross_entropy(ddp(x), y).backward()
+                grads[overlap].append(flat_grad(ddp.module))
+        out[scheme] = {"grads": grads, "buckets": len(pair[True][1].layouts),
+                       "bytes": {o: float(s.meter.bytes_sent[0]) for o, (_, s) in pair.items()}}
+    return {"schemes": out, "pending": pending}

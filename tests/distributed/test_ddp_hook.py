@@ -176,3 +176,14 @@ def test_register_needs_a_ddp_model_and_randomness_sharing_follows_the_compresso
     assert not CompressionHookState(functools.partial(EF14, RandK(0.1)), seed=0).shared_randomness
     with pytest.raises(TypeError, match="shared_randomness"):
         CompressionHookState(functools.partial(EF14, TopK(0.1)), seed=0, shared_randomness="yes")
+
+
+@pytest.mark.timeout(120)
+def test_overlapped_hooks_return_before_the_communication_and_give_the_same_gradients(tmp_path):
+    results = ok(run_workers(hook_workers.overlap_pairs, 2, (SEED, 4, str(tmp_path / "flag")), timeout=100))
+    assert results[0]["pending"] == [True]  # the peer had not started its backward pass yet
+    for scheme, out in results[0]["schemes"].items():
+        assert out["buckets"] == 2, scheme  # DDP's 0.1 MB buckets: the overlap has something to overlap
+        for step, (a, b) in enumerate(zip(out["grads"][True], out["grads"][False], strict=True)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{scheme}, step {step}")
+        assert out["bytes"][True] == out["bytes"][False]
