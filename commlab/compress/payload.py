@@ -173,11 +173,12 @@ class Header:
         return math.ceil(self.bits / 8)
 
     def with_count(self, count: int) -> Header:
-        """The header of a one-row payload of the same layout whose parts each hold ``count`` entries
-        (the kept values and their indices of a sparsifier that keeps a varying number; a CRC part keeps
-        its one checksum)."""
-        return Header(self.shape, self.dtype,
-                      tuple((p[0], p[1], (1 if p[1] == "crc" else count,), *p[3:]) for p in self.parts))
+        """The header of a one-row payload of the same layout that keeps ``count`` coordinates (a
+        sparsifier that keeps a varying number): its ``"values"`` part and index parts hold ``count``
+        entries; the other parts (a count field, a scale, a CRC) keep theirs."""
+        parts = tuple((p[0], p[1], (count,) if p[1] == "index" or p[0] == "values" else p[2], *p[3:])
+                      for p in self.parts)
+        return Header(self.shape, self.dtype, parts)
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,7 @@ class Payload:
 
     def to_bytes(self) -> bytes:
         """Pack every part into one bit stream of exactly ``ceil(self.bits / 8)`` bytes."""
-        return _pack(self).cpu().numpy().tobytes()
+        return _pack([self])[0].cpu().numpy().tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes, header: Header) -> Payload:
@@ -287,7 +288,7 @@ class Payload:
         if not isinstance(data, bytes | bytearray):
             raise TypeError(f"data must be bytes, got {type(data).__name__}")
         message = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
-        return _unpack(message, header)
+        return _unpack(message[None], [header])[0]
 
     @staticmethod
     def pack_rows(payloads: list[Payload], *, width: int | None = None) -> torch.Tensor:
@@ -304,17 +305,17 @@ class Payload:
         devices = {p.device for p in payloads}
         if len(devices) > 1:
             raise ValueError(f"the payloads to pack live on several devices: {sorted(map(str, devices))}")
-        messages = [_pack(p) for p in payloads]
-        longest = max((len(m) for m in messages), default=0)
+        sizes = [math.ceil(p.bits / 8) for p in payloads]
+        longest = max(sizes, default=0)
         if width is None:
-            if any(len(m) != longest for m in messages):
+            if any(size != longest for size in sizes):
                 raise ValueError("the payloads differ in size; packing them needs a fixed-size compressor or a width")
             width = longest
         elif width < longest:
             raise ValueError(f"width = {width} bytes is shorter than a payload of {longest} bytes")
-        rows = torch.zeros(len(messages), width, dtype=torch.uint8, device=devices.pop() if devices else None)
-        for row, message in zip(rows, messages, strict=True):
-            row[: len(message)] = message
+        rows = torch.zeros(len(payloads), width, dtype=torch.uint8, device=devices.pop() if devices else None)
+        for start, stop in _batches([_layout(p.header) for p in payloads], sizes):
+            rows[start:stop, : sizes[start]] = _pack(payloads[start:stop])
         return rows
 
     @staticmethod
@@ -326,27 +327,32 @@ class Payload:
             raise TypeError(f"rows must be a uint8 tensor, got {getattr(rows, 'dtype', type(rows).__name__)}")
         if rows.dim() != 2:
             raise ValueError(f"rows must have shape [N, B], got {list(rows.shape)}")
-        if isinstance(headers, Header):
-            return [_unpack(row, headers) for row in rows]
-        if len(headers) != len(rows):
+        whole = isinstance(headers, Header)  # one header: each row is exactly a message
+        if whole:
+            headers = [headers] * len(rows)
+        elif len(headers) != len(rows):
             raise ValueError(f"unpack_rows got {len(rows)} rows and {len(headers)} headers")
-        return [_unpack(row[: h.nbytes], h) for row, h in zip(rows, headers, strict=True)]
+        return [payload for start, stop in _batches([_layout(h) for h in headers], [h.nbytes for h in headers])
+                for payload in _unpack(rows[start:stop] if whole else rows[start:stop, : headers[start].nbytes],
+                                       headers[start:stop])]
 
 
 # -- the bit stream ------------------------------------------------------------------------------
-# A message is held as int64 words on the payload's device: bit j of the stream is bit j % 64 of word
-# j // 64, so the words' bytes (little-endian, as on every platform torch runs on) are the message.
-# A run of values of ``width`` bits is handled a group at a time: 64 / gcd(width, 64) values fill
-# width / gcd(width, 64) words exactly (64 signs fill one word, 16 values of 20 bits five), so a run is
-# built as whole groups (the last one zero-padded) and shifted into place with word-wide operations.
-# Spare zero words after the message take a padded group's tail and the high bits of its last word.
+# Messages are held as int64 words on the payloads' device, one row of words per message, N messages of
+# one layout at a time: bit j of a message is bit j % 64 of its word j // 64, so the words' bytes
+# (little-endian, as on every platform torch runs on) are the message. A run of values of ``width``
+# bits is handled a group at a time: 64 / gcd(width, 64) values fill width / gcd(width, 64) words
+# exactly (64 signs fill one word, 16 values of 20 bits five), so a run is built as whole groups (the
+# last one zero-padded) and shifted into place with word-wide operations. Spare zero words after each
+# message take a padded group's tail and the high bits of its last word.
 
 _SPARE_WORDS = 66  # a group spans at most 63 words, plus the words a shift spills into
+_BATCH_BYTES = 1 << 16  # messages up to this size are packed together (larger ones alone: no stacked copy)
 
 
-def _stream(nbytes: int, device: torch.device) -> torch.Tensor:
-    """A zeroed stream holding ``nbytes`` bytes and the spare words, as int64 words."""
-    return torch.zeros(nbytes // 8 + _SPARE_WORDS, dtype=torch.int64, device=device)
+def _stream(messages: int, nbytes: int, device: torch.device) -> torch.Tensor:
+    """Zeroed words ``[messages, W]`` holding ``nbytes`` bytes per message and the spare words."""
+    return torch.zeros(messages, nbytes // 8 + _SPARE_WORDS, dtype=torch.int64, device=device)
 
 
 def _low_bits(width: int) -> int:
@@ -376,43 +382,46 @@ def _group(width: int, device: torch.device) -> _Group:
     word, shift = start >> 6, start & 63
     spill, mask = 64 - shift, torch.full_like(shift, _low_bits(width))
     return _Group(per, count, word, (word + 1).clamp(max=count - 1), shift, spill, mask << shift,
-                  mask >> spill, mask & ~(-1 << spill))  # (shifts by 64 give 0; mask >> 64 too, mask >= 0 or count 1)
+                  mask >> spill, mask & ~(-1 << spill))  # a shift by 64 gives 0 (mask >= 0 unless count is 1)
 
 
 def _put_run(words: torch.Tensor, values: torch.Tensor, at: int, width: int) -> int:
-    """Write ``values`` one after another from bit ``at``, ``width`` bits each: unsigned int64 codes (cut
-    to their low ``width`` bits), or floats as the raw bits of their dtype (``width`` its width). Returns
-    the bit after the last."""
-    n = values.numel()
+    """Write each message's ``values`` (``[N, n]``) one after another from bit ``at``, ``width`` bits each:
+    unsigned int64 codes (cut to their low ``width`` bits), or floats as the raw bits of their dtype
+    (``width`` its width). Returns the bit after the last."""
+    messages, n = values.shape
     if at % 8 == 0 and width % 8 == 0:  # whole bytes from a byte boundary: a copy of little-endian bytes
         raw = values.contiguous().view(torch.uint8)
         if not values.is_floating_point():
-            raw = raw.view(n, 8)[:, : width // 8]
-        words.view(torch.uint8)[at // 8 : (at + n * width) // 8] = raw.reshape(-1)
+            raw = raw.view(messages, n, 8)[:, :, : width // 8]
+        words.view(torch.uint8)[:, at // 8 : (at + n * width) // 8] = raw.reshape(messages, -1)
     elif n:
         if values.is_floating_point():
             values = values.contiguous().view(_UINT_VIEW[width]).to(torch.int64)
-        group, codes = _group(width, words.device), values.reshape(-1)
+        group = _group(width, words.device)
         if n % group.per:  # zeros fill the last group
-            codes = torch.nn.functional.pad(codes, (0, group.per - n % group.per))
-        _or_words(words, at, _group_words(codes.view(-1, group.per), group).reshape(-1))
+            values = torch.nn.functional.pad(values, (0, group.per - n % group.per))
+        _or_words(words, at, _group_words(values.reshape(-1, group.per), group).view(messages, -1))
     return at + n * width
 
 
 def _take_run(words: torch.Tensor, n: int, at: int, width: int, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``n`` values of ``width`` bits from bit ``at``: int64 codes, or floats of ``dtype`` from their raw
-    bits; inverse of :func:`_put_run`."""
+    """``n`` values of ``width`` bits from bit ``at`` of each message (``[N, n]``): int64 codes, or floats of
+    ``dtype`` from their raw bits; inverse of :func:`_put_run`."""
+    messages = len(words)
+    if n == 0:
+        return torch.empty(messages, 0, dtype=dtype or torch.int64, device=words.device)
     if at % 8 == 0 and width % 8 == 0:
-        raw = words.view(torch.uint8)[at // 8 : (at + n * width) // 8]
+        raw = words.view(torch.uint8)[:, at // 8 : (at + n * width) // 8]
         if dtype is not None:
             return raw.clone().view(dtype)
-        codes = torch.zeros(n, 8, dtype=torch.uint8, device=words.device)
-        codes[:, : width // 8] = raw.view(n, width // 8)
-        return codes.view(torch.int64).reshape(n)
+        codes = torch.zeros(messages, n, 8, dtype=torch.uint8, device=words.device)
+        codes[:, :, : width // 8] = raw.view(messages, n, width // 8)
+        return codes.view(messages, n * 8).view(torch.int64)
     group = _group(width, words.device)
     groups = -(-n // group.per)
-    codes = _group_values(_words_at(words, at, groups * group.count).view(groups, group.count), group, width)
-    codes = codes.reshape(-1)[:n]
+    block = _words_at(words, at, groups * group.count).reshape(messages * groups, group.count)
+    codes = _group_values(block, group, width).view(messages, -1)[:, :n]
     return codes if dtype is None else codes.to(_UINT_VIEW[width]).view(dtype)
 
 
@@ -438,54 +447,75 @@ def _group_values(block: torch.Tensor, group: _Group, width: int) -> torch.Tenso
 
 
 def _or_words(words: torch.Tensor, at: int, block: torch.Tensor) -> None:
-    """OR the words ``block`` into the zeroed bits of ``words`` from bit ``at`` on."""
-    first, shift = at >> 6, at & 63
-    words[first : first + len(block)] += block << shift
+    """OR the words ``block`` ``[N, m]`` into the zeroed bits of ``words`` from bit ``at`` on."""
+    first, shift, m = at >> 6, at & 63, block.shape[1]
+    words[:, first : first + m] += block << shift
     if shift:
-        words[first + 1 : first + len(block) + 1] += (block >> (64 - shift)) & ((1 << shift) - 1)
+        words[:, first + 1 : first + m + 1] += (block >> (64 - shift)) & ((1 << shift) - 1)
 
 
 def _words_at(words: torch.Tensor, at: int, count: int) -> torch.Tensor:
-    """The ``count`` words of bits ``at`` to ``at + 64 count`` of ``words``; inverse of :func:`_or_words`."""
+    """The ``count`` words of bits ``at`` to ``at + 64 count`` of each message; inverse of :func:`_or_words`."""
     first, shift = at >> 6, at & 63
     if not shift:
-        return words[first : first + count]
-    low = (words[first : first + count] >> shift) & ((1 << (64 - shift)) - 1)
-    return low | (words[first + 1 : first + count + 1] << (64 - shift))
+        return words[:, first : first + count]
+    low = (words[:, first : first + count] >> shift) & ((1 << (64 - shift)) - 1)
+    return low | (words[:, first + 1 : first + count + 1] << (64 - shift))
 
 
 def _put_bits(words: torch.Tensor, at: torch.Tensor) -> None:
-    """Set the bits at positions ``at`` (distinct, each still 0) of ``words``."""
-    words.index_add_(0, at >> 6, torch.ones_like(at) << (at & 63))
+    """Set the bits at positions ``at`` ``[N, c]`` (distinct, each still 0) of each message."""
+    row = torch.arange(len(words), device=words.device)[:, None] * words.shape[1]
+    words.view(-1).index_add_(0, (row + (at >> 6)).reshape(-1), (torch.ones_like(at) << (at & 63)).reshape(-1))
 
 
 def _bitmap(words: torch.Tensor, at: int, dim: int) -> torch.Tensor:
-    """Bits ``at`` to ``at + dim`` of the stream, one uint8 0/1 per bit."""
-    raw = words.view(torch.uint8)[at // 8 : (at + dim + 7) // 8]
-    bits = (raw[:, None] >> torch.arange(8, dtype=torch.uint8, device=words.device)) & 1
-    return bits.reshape(-1)[at % 8 : at % 8 + dim]
+    """Bits ``at`` to ``at + dim`` of each message, one uint8 0/1 per bit (``[N, dim]``)."""
+    raw = words.view(torch.uint8)[:, at // 8 : (at + dim + 7) // 8]
+    bits = (raw[:, :, None] >> torch.arange(8, dtype=torch.uint8, device=words.device)) & 1
+    return bits.reshape(len(words), -1)[:, at % 8 : at % 8 + dim]
 
 
 # -- payloads to messages and back ---------------------------------------------------------------
 
 
-def _pack(payload: Payload) -> torch.Tensor:
-    """The message of ``payload``: a uint8 tensor of ``ceil(bits / 8)`` bytes on its device."""
-    nbytes = math.ceil(payload.bits / 8)
-    words, at = _stream(nbytes, payload.device), 0
-    for part in payload.parts:
+def _layout(header: Header) -> tuple:
+    """What fixes the layout of a message: its header but for the data of shared parts, which is not sent."""
+    return header.shape, header.dtype, tuple(part[:6] for part in header.parts)
+
+
+def _batches(layouts: list, sizes: list[int]):
+    """``(start, stop)`` of the runs of consecutive items of one layout, each run cut into single items
+    where the messages are larger than ``_BATCH_BYTES``."""
+    start = 0
+    for stop in range(1, len(layouts) + 1):
+        if stop == len(layouts) or layouts[stop] != layouts[start] or sizes[start] > _BATCH_BYTES:
+            yield start, stop
+            start = stop
+
+
+def _pack(payloads: list[Payload]) -> torch.Tensor:
+    """The messages of payloads of one layout: a uint8 tensor ``[N, ceil(bits / 8)]`` on their device."""
+    first = payloads[0]
+    nbytes = math.ceil(first.bits / 8)
+    words, at = _stream(len(payloads), nbytes, first.device), 0
+    for i, part in enumerate(first.parts):
+        if part.kind == "shared":
+            continue
+        data = torch.stack([p.parts[i].data for p in payloads]) if len(payloads) > 1 else part.data[None]
         if part.kind == "index":
-            at = _put_positions(words, part, at)
-        elif part.kind != "shared":
-            at = _put_run(words, part.data, at, part.width)
-    assert at == payload.bits
-    return words.view(torch.uint8)[:nbytes]
+            at = _put_positions(words, data, part, at)
+        else:
+            at = _put_run(words, data, at, part.width)
+    assert at == first.bits
+    return words.view(torch.uint8)[:, :nbytes]
 
 
-def _put_positions(words: torch.Tensor, part: Part, at: int) -> int:
-    """Write an index part from bit ``at``, each row as an index list or a bitmap, whichever is cheaper."""
-    for positions in part.rows():
-        if len(positions) * part.width > part.dim:
+def _put_positions(words: torch.Tensor, data: torch.Tensor, part: Part, at: int) -> int:
+    """Write an index part (``data`` ``[N, sum(counts)]``) from bit ``at``, each of its rows as an index
+    list or a bitmap, whichever is cheaper."""
+    for positions in torch.split(data, list(part.counts), dim=1):
+        if positions.shape[1] * part.width > part.dim:
             _put_bits(words, at + positions)
             at += part.dim
         else:
@@ -502,47 +532,51 @@ def _header_part_bits(kind: str, counts, width: int, dim: int) -> int:
     return sum(counts) * width
 
 
-def _unpack(message: torch.Tensor, header: Header) -> Payload:
-    """The payload of the uint8 ``message`` (1-D, on any device) described by ``header``, decoded on the
-    message's device after the checks :meth:`Payload.from_bytes` lists."""
+def _unpack(messages: torch.Tensor, headers: list[Header]) -> list[Payload]:
+    """The payloads of the uint8 ``messages`` ``[N, B]`` (on any device) described by ``headers`` (one per
+    message, all of one layout), decoded on the messages' device after the checks
+    :meth:`Payload.from_bytes` lists."""
+    header = headers[0]
     bits = sum(_header_part_bits(kind, counts, width, dim) for _, kind, counts, width, dim, _, _ in header.parts)
     nbytes = math.ceil(bits / 8)
-    if len(message) != nbytes:
-        state = "truncated" if len(message) < nbytes else "extended"
-        raise ValueError(f"payload of {len(message)} bytes is {state}: its header describes {bits} bits, "
+    if messages.shape[1] != nbytes:
+        state = "truncated" if messages.shape[1] < nbytes else "extended"
+        raise ValueError(f"payload of {messages.shape[1]} bytes is {state}: its header describes {bits} bits, "
                          f"{nbytes} bytes")
-    if bits % 8 and int(message[-1]) >> (bits % 8):
+    if bits % 8 and (messages[:, -1] >> (bits % 8)).any():
         raise ValueError(f"payload padding bits after bit {bits} are not zero")
-    words = _stream(nbytes, message.device)
-    words.view(torch.uint8)[:nbytes] = message
+    words = _stream(len(messages), nbytes, messages.device)
+    words.view(torch.uint8)[:, :nbytes] = messages
     crc = bool(header.parts) and header.parts[-1][1] == "crc"
-    if crc and len(header.parts[-1][2]) == 1:  # one row: its CRC covers the bits before it, checked first
-        _check_crc([_body_crc(message, bits - 32)], _take_run(words, 1, bits - 32, 32))
-    parts, at = [], 0
-    for name, kind, counts, width, dim, dtype, shared in header.parts:
-        if kind == "shared":
-            parts.append(Part(name, shared, kind, counts, width, dim))
-            continue
+    if crc and len(header.parts[-1][2]) == 1:  # one row a message: its CRC covers the bits before it, checked first
+        _check_crc(_body_crcs(messages, bits - 32), _take_run(words, 1, bits - 32, 32)[:, 0])
+    columns, at = [], 0  # each part's data for all messages, [N, n]
+    for name, kind, counts, width, dim, dtype, _ in header.parts:
         if kind == "index":
             data, at = _read_positions(words, at, name, counts, width, dim)
-        else:
+        elif kind != "shared":
             data = _take_run(words, sum(counts), at, width, dtype)
             at += sum(counts) * width
-        parts.append(Part(name, data, kind, counts, width, dim))
-    payload = Payload(tuple(parts), header.shape, header.dtype)
+        columns.append(data if kind != "shared" else None)
+    payloads = []
+    for m, h in enumerate(headers):
+        parts = tuple(Part(name, shared if kind == "shared" else data[m], kind, counts, width, dim)
+                      for (name, kind, counts, width, dim, _, shared), data in zip(h.parts, columns, strict=True))
+        payloads.append(Payload(parts, h.shape, h.dtype))
     if crc and len(header.parts[-1][2]) > 1:  # stacked rows: each CRC covers its row's own message
-        body = Payload(payload.parts[:-1], payload.shape, payload.dtype)
-        _check_crc([zlib.crc32(row.to_bytes()) for row in body.split_rows()], payload.parts[-1].data)
-    return payload
+        for payload in payloads:
+            body = Payload(payload.parts[:-1], payload.shape, payload.dtype)
+            _check_crc([zlib.crc32(row.to_bytes()) for row in body.split_rows()], payload.parts[-1].data)
+    return payloads
 
 
-def _body_crc(message: torch.Tensor, bits: int) -> int:
-    """CRC-32 of the first ``bits`` bits of ``message``, zero-padded to a whole byte (computed on the host)."""
-    body = message[: math.ceil(bits / 8)].cpu()
+def _body_crcs(messages: torch.Tensor, bits: int) -> list[int]:
+    """CRC-32 of the first ``bits`` bits of each message, zero-padded to a whole byte (computed on the host)."""
+    body = messages[:, : math.ceil(bits / 8)].cpu()
     if bits % 8:
         body = body.clone()
-        body[-1] &= (1 << bits % 8) - 1
-    return zlib.crc32(body.numpy().tobytes())
+        body[:, -1] &= (1 << bits % 8) - 1
+    return [zlib.crc32(row.numpy().tobytes()) for row in body]
 
 
 def _check_crc(expected: list[int], received: torch.Tensor) -> None:
@@ -554,25 +588,28 @@ def _check_crc(expected: list[int], received: torch.Tensor) -> None:
 
 
 def _read_positions(words, at, name, counts, width, dim) -> tuple[torch.Tensor, int]:
-    """The positions of an index part, row by row (an index list or a bitmap, whichever is cheaper), and the
-    bit after them; a ``ValueError`` if a list holds a position out of ``[0, dim)`` or is not strictly
-    increasing (unsorted or repeated), or a bitmap's population is not its count (no compressor sends such)."""
+    """The positions ``[N, sum(counts)]`` of an index part of each message, row by row (an index list or a
+    bitmap, whichever is cheaper), and the bit after them; a ``ValueError`` if a list holds a position out
+    of ``[0, dim)`` or is not strictly increasing (unsorted or repeated), or a bitmap's population is not
+    its count (no compressor sends such)."""
     rows = []
     for count in counts:
         if count * width > dim:
-            positions = _bitmap(words, at, dim).nonzero()[:, 0]
-            if len(positions) != count:
-                raise ValueError(f"index part {name!r}: the bitmap sets {len(positions)} positions, "
-                                 f"its header says {count}")
+            bits = _bitmap(words, at, dim)
+            population = bits.sum(dim=1, dtype=torch.int64)
+            if (population != count).any():
+                raise ValueError(f"index part {name!r}: the bitmap sets {int(population[population != count][0])} "
+                                 f"positions, its header says {count}")
+            positions = bits.nonzero()[:, 1].view(len(words), count)
             at += dim
         else:
             positions = _take_run(words, count, at, width)
             at += count * width
         rows.append(positions)
-    data = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.int64, device=words.device)
-    if len(data) and (top := int(data.max())) >= dim:
+    data = torch.cat(rows, dim=1) if rows else torch.zeros(len(words), 0, dtype=torch.int64, device=words.device)
+    if data.numel() and (top := int(data.max())) >= dim:
         raise ValueError(f"index part {name!r}: position {top} is out of range for dim {dim}")
-    falls = [(row[1:] <= row[:-1]).any() for row in rows if len(row) > 1]
+    falls = [(row[:, 1:] <= row[:, :-1]).any() for row in rows if row.shape[1] > 1]
     if falls and torch.stack(falls).any():
         raise ValueError(f"index part {name!r}: positions are not strictly increasing (unsorted or repeated)")
     return data, at

@@ -99,6 +99,22 @@ def test_codes_wider_than_their_width_are_cut_to_it_as_the_reference_does():
     assert payload.to_bytes() == _reference_bytes(payload)  # each code % 4
 
 
+def test_pack_rows_batches_runs_of_one_layout_and_keeps_every_row_its_own_message():
+    # messages of one layout are packed (and unpacked) together, large ones alone: the rows are the same
+    g = torch.Generator().manual_seed(2)
+    small = [TopK(k=k).compress(torch.randn(300, generator=g)) for k in (1, 2, 2, 2, 1, 1)]
+    large = [Identity().compress(torch.randn(20_000, generator=g)) for _ in range(3)]  # 80 kB each
+    rows = small[:3] + large + small[3:] + [Sign().compress(torch.randn(300, generator=g)) for _ in range(2)]
+    headers = [row.header for row in rows]
+    packed = Payload.pack_rows(rows, width=max(h.nbytes for h in headers) + 3)
+    assert [bytes(r[: h.nbytes].tolist()) for r, h in zip(packed, headers, strict=True)] == \
+        [row.to_bytes() for row in rows]
+    assert not any(r[h.nbytes :].any() for r, h in zip(packed, headers, strict=True))
+    assert Payload.unpack_rows(packed, headers) == rows
+    same = Payload.pack_rows(large)
+    assert Payload.unpack_rows(same, large[0].header) == large
+
+
 def _on(payload: Payload, device: str) -> Payload:
     parts = tuple(Part(p.name, p.data.to(device), p.kind, p.counts, p.width, p.dim) for p in payload.parts)
     return Payload(parts, payload.shape, payload.dtype)
