@@ -71,6 +71,12 @@ def test_a_stacked_payload_checks_each_row_and_names_the_corrupted_one():
     rows = payload.split_rows()
     assert [row["crc"].data.item() for row in rows] == payload["crc"].data.tolist()
     assert Payload.stack(rows).to_bytes() == data
+    other = QSGD(4).compress(_x((3, 40), seed=5), _g()).with_crc()
+    packed = Payload.pack_rows([payload, other])  # two stacked messages, decoded together
+    assert Payload.unpack_rows(packed, payload.header) == [payload, other]
+    packed[1, -1] ^= 0x80
+    with pytest.raises(ValueError, match="CRC-32 mismatch in row 2"):
+        Payload.unpack_rows(packed, payload.header)
 
 
 def test_pack_rows_carries_one_crc_per_row_and_unpack_rows_checks_each():
