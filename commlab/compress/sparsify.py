@@ -220,9 +220,9 @@ class Threshold(Compressor):
     baseline): the count varies by row and by step.
 
     Biased and without a contraction constant (a row below the threshold sends nothing, so α = 0),
-    which is why it is used with error feedback. Each kept coordinate costs its value plus its share
-    of the index part (list or bitmap, whichever is smaller). Unlike :class:`SampledTopK`, the per-row
-    count is not yet charged.
+    which is why it is used with error feedback. A row costs a 32-bit count (the receiver must learn
+    how many entries follow, as for :class:`SampledTopK`), then each kept coordinate its value plus
+    its share of the index part (list or bitmap, whichever is smaller).
     """
 
     homogeneous = False
@@ -232,7 +232,7 @@ class Threshold(Compressor):
 
     def _encode(self, rows, generator):
         keep = rows.abs() >= self.threshold
-        return _sparse_parts(rows, keep.nonzero()[:, 1], keep.sum(dim=1).tolist())
+        return _counted_parts(rows, keep.nonzero()[:, 1], keep.sum(dim=1).tolist())
 
     def _decode(self, payload, W, d):
         return _scatter(payload, W, d)

@@ -75,9 +75,12 @@ def majority_vote(comm: Communicator, g: torch.Tensor) -> tuple[torch.Tensor, Pa
 
 
 def gather_payloads(comm: Communicator, payload: Payload) -> Payload:
-    """All-gather the local workers' ``[L, d]`` payload of a fixed-size compressor as packed bytes;
-    returns the ``[N, d]`` payload."""
+    """All-gather the local workers' ``[L, d]`` payload as packed bytes; returns the ``[N, d]``
+    payload. A payload whose rows carry a ``"count"`` part (their size varies: SampledTopK,
+    Threshold) crosses through :func:`gather_varying`."""
     rows = payload.split_rows()
+    if "count" in (part.name for part in payload.parts):
+        return Payload.stack(gather_varying(comm, rows))
     everyone = comm.all_gather(Payload.pack_rows(rows).to(comm.device)).wait()
     return Payload.stack(Payload.unpack_rows(everyone, rows[0].header))
 
@@ -91,7 +94,7 @@ def gather_varying(comm: Communicator, rows: list[Payload]) -> list[Payload]:
     """
     if len(rows) != comm.local_workers:
         raise ValueError(f"rows must hold one payload per local worker ({comm.local_workers}), got {len(rows)}")
-    counts = torch.tensor([[row.parts[0].counts[0]] for row in rows], dtype=torch.int32)
+    counts = torch.tensor([[row["indices"].counts[0]] for row in rows], dtype=torch.int32)
     everyone = comm.all_gather(counts.to(comm.device)).wait().cpu()[:, 0].tolist()
     headers = [rows[0].header.with_count(c) for c in everyone]
     packed = Payload.pack_rows(rows, width=max(h.nbytes for h in headers))  # the longest of all N

@@ -38,6 +38,7 @@ import torch
 
 from commlab._checks import check_int, check_nonnegative, check_positive, check_real_number
 from commlab.comm import Communicator
+from commlab.compress.base import k_for
 from commlab.compress.sparsify import SampledTopK
 from commlab.distributed.compressed import gather_varying
 from commlab.distributed.method import Method, StepSchedule, SyncEvent, check_schedule, schedule_at
@@ -173,7 +174,7 @@ class DGC(Method):
         if self.accumulate:
             message = self.v.add_(message)
         density = self.density()
-        k = max(1, min(self.d, math.ceil(density * self.d)))
+        k = k_for(density, self.d)
         exchange = self._dense if k == self.d else self._sparse
         G, sent, counts, row_bits = self._logged("sync", lambda: exchange(message, k))
         if self.accumulate:

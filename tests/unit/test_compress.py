@@ -314,7 +314,8 @@ def test_a_fixed_threshold_keeps_exactly_the_coordinates_at_or_above_it_whatever
     compressor = Threshold(1.0)
     payload = compressor.compress(x)
     assert payload["indices"].counts == (2, 0)  # the second row sends nothing
-    assert payload.row_bits == (2 * 32 + 5, 0)  # two values; a 5-bit bitmap beats two 3-bit indices
+    # a 32-bit count, two values, a 5-bit bitmap (beats two 3-bit indices); the empty row its count only
+    assert payload.row_bits == (32 + 2 * 32 + 5, 32)
     assert torch.equal(compressor.decompress(payload), torch.tensor([[0.0, -2.0, 1.0, 0.0, 0.0], [0.0] * 5]))
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="threshold"):

@@ -45,9 +45,6 @@ def test_one_row_sends_its_count_too():
     assert payload.bits == 32 + c * 32 + min(c * index_width(5000), 5000)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="compressed_round's gather_payloads packs fixed-size payloads only; the varying "
-                          "gather it needs for a payload with a count part is the lead's change")
 def test_compressed_round_on_simcomm_aggregates_sampled_topk_payloads_of_different_sizes():
     W, d = 4, 3000
     compressor = SampledTopK(0.05, sample_ratio=0.02, adapt_steps=0)
