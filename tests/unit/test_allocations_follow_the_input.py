@@ -5,11 +5,11 @@ tensor in the payload or the output. tests/unit/test_cuda_compressors.py runs th
 
 import pytest
 import torch
-from test_cuda_compressors import COMPRESSORS
+from compressor_cases import EVERY
 
 
 @pytest.mark.parametrize("shape", [(64,), (3, 64), (2, 70_000), (70_001,)], ids=str)
-@pytest.mark.parametrize("compressor", COMPRESSORS, ids=repr)
+@pytest.mark.parametrize("compressor", EVERY, ids=repr)
 def test_nothing_is_allocated_on_the_default_device(compressor, shape):
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     expected = compressor.decompress(compressor.compress(x, torch.Generator().manual_seed(1)))

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from compressor_cases import EVERY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,31 +29,6 @@ from commlab.compress import (
 )
 from commlab.compress.sparsify import top_indices
 
-ALL = [
-    Identity(),
-    TopK(0.1),
-    TopK(k=3),
-    RandK(0.2),
-    RandK(k=3, shared=True),
-    RandK(0.3, scaled=False),
-    SampledTopK(0.1, sample_ratio=0.5),
-    Sign(),
-    ScaledSign(),
-    ScaledSign("l2"),
-    QSGD(4),
-    Natural(),
-    Uniform(4),
-    LowPrecision("fp16"),
-    LowPrecision("bf16"),
-    LowPrecision("fp8_e4m3"),
-    LowPrecision("fp8_e5m2"),
-    LowPrecision("e3m0"),
-    LogByte(),
-    PowerSGD(2),
-    TernGrad(),
-    Threshold(1.0),
-    OneBitSGD(),
-]
 UNBIASED = [RandK(0.25), RandK(k=2, shared=True), QSGD(2), QSGD(8), Natural(), Uniform(3), TernGrad()]
 
 
@@ -95,7 +71,7 @@ def test_float64_values_cost_64_bits():
     assert Identity().compress(torch.zeros(7, dtype=torch.float64) + 1).bits == 7 * 64
 
 
-@pytest.mark.parametrize("compressor", ALL, ids=repr)
+@pytest.mark.parametrize("compressor", EVERY, ids=repr)
 @settings(max_examples=15, deadline=None)
 @given(d=st.integers(10, 300), workers=st.integers(0, 4), seed=st.integers(0, 2**31))
 def test_serialise_round_trip_and_byte_length(compressor, d, workers, seed):
@@ -111,7 +87,7 @@ def test_serialise_round_trip_and_byte_length(compressor, d, workers, seed):
     assert torch.equal(compressor.decompress(back), x_hat)
 
 
-@pytest.mark.parametrize("compressor", ALL, ids=repr)
+@pytest.mark.parametrize("compressor", EVERY, ids=repr)
 def test_same_generator_same_payload(compressor):
     x = torch.randn(4, 80, generator=gen())
     a, b = compressor.compress(x, gen(5)), compressor.compress(x, gen(5))
@@ -178,7 +154,7 @@ def test_homogeneous_compressors_are_homogeneous(compressor):
     assert torch.allclose(compressor(2.5 * x, gen(7)), 2.5 * compressor(x, gen(7)), atol=1e-5)
 
 
-@pytest.mark.parametrize("compressor", [c for c in ALL if c.linear], ids=repr)
+@pytest.mark.parametrize("compressor", [c for c in EVERY if c.linear], ids=repr)
 def test_linear_compressors_reduce_like_an_all_reduce(compressor):
     x = torch.randn(4, 30, generator=gen())
     payload = compressor.compress(x, gen(2))

@@ -7,36 +7,21 @@ import math
 
 import pytest
 import torch
+from compressor_cases import EVERY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commlab.compress import (
-    QSGD,
     Identity,
-    LogByte,
-    LowPrecision,
-    Natural,
     OneBitSGD,
     Part,
     Payload,
-    PowerSGD,
-    RandK,
-    SampledTopK,
     ScaledSign,
     Sign,
-    TernGrad,
     Threshold,
     TopK,
-    Uniform,
 )
 
-EVERY = [
-    Identity(), TopK(0.1), TopK(k=3), TopK(0.6), RandK(0.2), RandK(k=3, shared=True),
-    SampledTopK(0.1, sample_ratio=0.5), Sign(), ScaledSign(), ScaledSign("l2"), OneBitSGD(), TernGrad(),
-    Threshold(1.0), Threshold(0.2), QSGD(1), QSGD(4), QSGD(16), Natural(), Uniform(3), Uniform(8), Uniform(16),
-    LowPrecision("fp16"), LowPrecision("bf16"), LowPrecision("fp8_e4m3"), LowPrecision("fp8_e5m2"),
-    LowPrecision("e3m0"), LogByte(), PowerSGD(2),
-]
 _INT = {8: torch.uint8, 16: torch.int16, 32: torch.int32, 64: torch.int64}
 
 

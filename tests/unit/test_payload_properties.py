@@ -5,33 +5,18 @@ population is not its count); (c) every message decodes back to the payload it c
 
 import pytest
 import torch
+from compressor_cases import EVERY
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from commlab.compress import (
-    QSGD,
-    Identity,
-    LogByte,
-    LowPrecision,
-    Natural,
-    OneBitSGD,
     Payload,
-    PowerSGD,
     RandK,
     SampledTopK,
-    ScaledSign,
-    Sign,
-    TernGrad,
     Threshold,
     TopK,
-    Uniform,
 )
 
-EVERY = [
-    Identity(), TopK(0.05), TopK(0.6), RandK(0.1), RandK(k=3, shared=True), SampledTopK(0.1, sample_ratio=0.5),
-    Sign(), ScaledSign(), OneBitSGD(), TernGrad(), Threshold(1.0), QSGD(4), Natural(), Uniform(5),
-    LowPrecision("bf16"), LowPrecision("e3m0"), LogByte(), PowerSGD(2),
-]
 SETTINGS = settings(max_examples=100, deadline=None)
 
 
