@@ -35,3 +35,16 @@ def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> fl
         fn()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def interleaved_best(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Minimum wall seconds of each function over ``repeats`` rounds that call every function once
+    (interleaved, so a busy moment of the machine slows all of them alike); a first round warms up."""
+    best = dict.fromkeys(fns, float("inf"))
+    for counted in [False] + [True] * repeats:
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if counted:
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best

@@ -17,11 +17,10 @@ to check the script.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
-from _common import parse_args
+from _common import interleaved_best, parse_args
 
 from commlab.compress import QSGD, Payload, Sign, TopK
 
@@ -77,18 +76,6 @@ def numpy_unpack(message: np.ndarray, payload: Payload) -> list[np.ndarray]:
             out.append(_codes(stream[at : at + n], part.width))
             at += n
     return out
-
-
-def interleaved_best(fns: dict, repeats: int) -> dict[str, float]:
-    """Minimum wall seconds of each function over ``repeats`` rounds that call every function once."""
-    best = dict.fromkeys(fns, float("inf"))
-    for counted in [False] + [True] * repeats:  # the first round warms up and is not counted
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if counted:
-                best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def main() -> None:

@@ -13,26 +13,12 @@ at d = 10^6. The ratio depends on the CPU and the numpy build (a vectorised argp
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
-from _common import parse_args
+from _common import interleaved_best, parse_args
 
 from commlab.compress.sparsify import sampled_threshold_select
-
-
-def interleaved_best(fns: dict, repeats: int) -> dict[str, float]:
-    """Minimum wall seconds of each function over ``repeats`` rounds that call every function once."""
-    best = dict.fromkeys(fns, float("inf"))
-    for counted in [False] + [True] * repeats:  # the first round warms up and is not counted
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            elapsed = time.perf_counter() - start
-            if counted:
-                best[name] = min(best[name], elapsed)
-    return best
 
 
 def measure(d: int, density: float, repeats: int) -> None:
