@@ -16,7 +16,9 @@ them by name.
 * :mod:`~commlab.distributed.fl` — federated rounds: FedAvg, Fed-EF, SCAFFOLD, SCALLION, SCAFCOM;
 * :mod:`~commlab.distributed.outer` — DiLoCo, Streaming DiLoCo, NoLoCo, CO2, local SGD;
 * :mod:`~commlab.distributed.robust` — Byzantine-robust aggregators (``AGGREGATORS``) and attacks (``ATTACKS``);
-* :mod:`~commlab.distributed.gossip` — decentralised SGD: topologies, schedules, a single final merge.
+* :mod:`~commlab.distributed.gossip` — decentralised SGD: topologies, schedules, a single final merge;
+  graph constants (χ₁, χ₂, spectral gaps);
+* :mod:`~commlab.distributed.clocks` — independent Poisson clocks for asynchronous computation and gossip.
 """
 
 from commlab.distributed.registry import METHODS, make_method

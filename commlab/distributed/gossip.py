@@ -31,6 +31,12 @@ them, so any model and training loop fits. ``comm.meter`` counts the
 bytes each node sends (one message per peer per round) and the peak bytes of one synchronisation;
 ``comm.clock`` adds the link's α–β time of every gossip round to the simulated compute time.
 
+**Graph constants** of asynchronous gossip with edge rates λ_ij (events per second):
+:func:`rate_matrix`, :func:`rate_laplacian` (Λ = Σ λ_ij (e_i − e_j)(e_i − e_j)ᵀ), DADAO's :func:`chi_1`
+(1/λ_min⁺(Λ)) and :func:`chi_2` (half the largest edge effective resistance), :func:`graph_constants`,
+:func:`algebraic_connectivity` (λ₂ of a Laplacian) and :func:`mixing_spectral_gap` (1 − |λ₂(W)|). The
+Poisson clocks that drive such methods are in :mod:`commlab.distributed.clocks`.
+
 Reference: T. Zhu, T. Zhang, J. Wang, Y. Zhou, L. Wang, "A Single Merging Suffices: Recovering
 Server-based Learning Performance in Decentralized Learning", arXiv:2507.06542 (2025).
 """
@@ -40,6 +46,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from commlab._checks import check_choice, check_int, check_nonnegative, check_positive, check_real_in
@@ -334,3 +341,198 @@ def _check_row_stochastic(W, n: int) -> torch.Tensor:
     if worst > 1e-9:
         raise ValueError(f"topology must be row-stochastic (rows sum to 1), a row is off by {worst:.3g}")
     return W
+
+
+# -- graph constants ----------------------------------------------------------------------------------
+#
+# Asynchronous gossip (DADAO, Nabli & Oyallon, ICML 2023, arXiv:2208.00779) activates edge (i, j) at
+# the points of a Poisson process of rate λ_ij (events per second). The graph enters the method through
+# the Laplacian weighted by those rates,
+#
+#     Λ = Σ_{(i,j) ∈ E} λ_ij (e_i − e_j)(e_i − e_j)ᵀ        (units: 1/s)
+#
+# and two constants of it:
+#
+#     χ₁ = 1 / λ_min⁺(Λ)                                  (inverse smallest positive eigenvalue; s)
+#     χ₂ = max_{(i,j) ∈ E} ½ (e_i − e_j)ᵀ Λ⁺ (e_i − e_j)   (half the largest effective resistance
+#                                                          of an edge, conductances λ_ij; s)
+#
+# with χ₂ ≤ χ₁ (since ‖e_i − e_j‖² = 2). These are the brief's "graph quantities" and the definitions
+# the authors' code evaluates; with uniform edge sampling at a total gossip rate λ_mix, every edge has
+# λ_ij = λ_mix/|E|, Λ = λ_mix·L/|E| (L the combinatorial Laplacian), and χ₁(Λ) = χ₁(L/|E|)/λ_mix is the
+# brief's χ₁* = χ₁/λ_mix. Scaling every rate by c scales both χ₁ and χ₂ by 1/c.
+
+
+@dataclass(frozen=True)
+class GraphConstants:
+    """Spectral constants of a gossip graph with edge rates (see :func:`graph_constants`).
+
+    Attributes:
+        n: nodes; edges: the number of edges with a positive rate.
+        total_rate: Σ_{(i,j) ∈ E} λ_ij, gossip events per second over the whole graph.
+        algebraic_connectivity: λ_min⁺(Λ) = λ₂(Λ), 1/s.
+        lambda_max: the largest eigenvalue of Λ, 1/s.
+        chi_1: 1/λ_min⁺(Λ), seconds.
+        chi_2: max over edges of ½ (e_i − e_j)ᵀ Λ⁺ (e_i − e_j), seconds (≤ chi_1).
+    """
+
+    n: int
+    edges: int
+    total_rate: float
+    algebraic_connectivity: float
+    lambda_max: float
+    chi_1: float
+    chi_2: float
+
+
+def _check_symmetric_square(name: str, M) -> torch.Tensor:
+    if isinstance(M, torch.Tensor):
+        M = M.detach().to(device="cpu", dtype=torch.float64)
+    else:
+        M = torch.as_tensor(M, dtype=torch.float64)
+    if M.dim() != 2 or M.shape[0] != M.shape[1] or M.shape[0] < 2:
+        raise ValueError(f"{name} must be a square [n, n] matrix with n >= 2, got shape {tuple(M.shape)}")
+    if not torch.isfinite(M).all():
+        raise ValueError(f"{name} must have finite entries")
+    scale = max(float(M.abs().max()), 1.0)
+    asym = float((M - M.T).abs().max())
+    if asym > 1e-12 * scale:
+        raise ValueError(f"{name} must be symmetric (undirected gossip), |M - M^T| reaches {asym:.3g}")
+    return (M + M.T) / 2
+
+
+def _check_connected(name: str, adjacency: torch.Tensor) -> None:
+    """Raise unless the graph with an edge wherever ``adjacency`` (off the diagonal) is non-zero is connected."""
+    n = adjacency.shape[0]
+    linked = (adjacency != 0) & ~torch.eye(n, dtype=torch.bool)
+    seen, frontier = {0}, [0]
+    while frontier:
+        i = frontier.pop()
+        for j in torch.nonzero(linked[i]).flatten().tolist():
+            if j not in seen:
+                seen.add(j)
+                frontier.append(j)
+    if len(seen) < n:
+        missing = sorted(set(range(n)) - seen)
+        raise ValueError(f"{name}: the graph is disconnected (node 0 cannot reach nodes {missing[:8]}"
+                         f"{' ...' if len(missing) > 8 else ''}); gossip constants need a connected graph")
+
+
+def _check_rates(rates) -> torch.Tensor:
+    R = _check_symmetric_square("rates", rates)
+    if (R < 0).any():
+        raise ValueError("rates must be non-negative (events per second on each edge)")
+    if bool((torch.diagonal(R) != 0).any()):
+        raise ValueError("rates must have a zero diagonal (no self-loops: a node does not gossip with itself)")
+    _check_connected("rates", R)
+    return R
+
+
+def rate_matrix(n: int, edges, rates=1.0) -> torch.Tensor:
+    """The symmetric ``[n, n]`` float64 matrix of edge rates λ_ij (events per second), zero off the edges.
+
+    Args:
+        n: nodes, >= 2.
+        edges: undirected pairs (i, j), i ≠ j, each once.
+        rates: one rate >= 0 for every edge, or one per edge (e.g. λ_mix/|E| for uniform edge sampling).
+    """
+    n = check_int("n", n, low=2)
+    edges = [tuple(e) for e in edges]
+    values = [rates] * len(edges) if np.ndim(rates) == 0 else list(rates)
+    if len(values) != len(edges):
+        raise ValueError(f"rates must be a scalar or one value per edge ({len(edges)}), got {len(values)}")
+    R = torch.zeros(n, n, dtype=torch.float64)
+    for k, (edge, rate) in enumerate(zip(edges, values, strict=True)):
+        if len(edge) != 2:
+            raise ValueError(f"edges[{k}] must be a pair (i, j), got {edge!r}")
+        i, j = (check_int(f"edges[{k}] node", v, low=0, high=n - 1) for v in edge)
+        if i == j:
+            raise ValueError(f"edges[{k}] = {edge!r} is a self-loop")
+        if R[i, j] != 0:
+            raise ValueError(f"edges[{k}] = {edge!r} repeats an edge")
+        R[i, j] = R[j, i] = check_nonnegative(f"rates[{k}]", rate)
+    return R
+
+
+def rate_laplacian(rates) -> torch.Tensor:
+    """Λ = Σ_{(i,j)} λ_ij (e_i − e_j)(e_i − e_j)ᵀ = diag(rates·1) − rates, ``[n, n]`` float64 (1/s).
+
+    ``rates`` is a symmetric, non-negative ``[n, n]`` matrix with a zero diagonal (:func:`rate_matrix`)
+    whose graph is connected; anything else raises ``ValueError``.
+    """
+    R = _check_rates(rates)
+    return torch.diag(R.sum(dim=1)) - R
+
+
+def _spectrum_and_resistances(R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For checked rates ``R``: the eigenvalues of Λ (ascending; the first is the 0 of the constant
+    vector, as the graph is connected) and the ``[n, n]`` effective resistances from Λ⁺."""
+    values, vectors = torch.linalg.eigh(torch.diag(R.sum(dim=1)) - R)
+    pinv = vectors[:, 1:] @ torch.diag(1.0 / values[1:]) @ vectors[:, 1:].T  # Λ⁺: drop the null space 1
+    d = torch.diagonal(pinv)
+    return values, d[:, None] + d[None, :] - 2 * pinv
+
+
+def algebraic_connectivity(laplacian) -> float:
+    """λ₂ of a graph Laplacian (Fiedler's algebraic connectivity, its spectral gap): the smallest
+    positive eigenvalue of a connected graph's Laplacian, in the Laplacian's units.
+
+    ``laplacian`` must be symmetric with non-positive off-diagonal entries and zero row sums (a
+    weighted Laplacian, e.g. :func:`rate_laplacian`), of a connected graph; otherwise ``ValueError``.
+    """
+    Lap = _check_symmetric_square("laplacian", laplacian)
+    off = Lap - torch.diag(torch.diagonal(Lap))
+    if (off > 0).any():
+        raise ValueError("laplacian must have non-positive off-diagonal entries (minus the edge weights)")
+    scale = max(float(Lap.abs().max()), 1e-300)
+    worst = float(Lap.sum(dim=1).abs().max())
+    if worst > 1e-10 * scale:
+        raise ValueError(f"laplacian rows must sum to zero, a row sums to {worst:.3g}")
+    _check_connected("laplacian", off)
+    return float(torch.linalg.eigvalsh(Lap)[1])
+
+
+def effective_resistances(rates) -> torch.Tensor:
+    """``[n, n]`` R_ij = (e_i − e_j)ᵀ Λ⁺ (e_i − e_j), the effective resistance between i and j when
+    edge (i, j) is a conductance λ_ij (seconds), for Λ = :func:`rate_laplacian` ``(rates)``."""
+    return _spectrum_and_resistances(_check_rates(rates))[1]
+
+
+def chi_1(rates) -> float:
+    """DADAO's χ₁ = 1/λ_min⁺(Λ), seconds, for the edge-rate matrix ``rates`` (events per second)."""
+    return graph_constants(rates).chi_1
+
+
+def chi_2(rates) -> float:
+    """DADAO's χ₂ = max_{(i,j) ∈ E} ½ (e_i − e_j)ᵀ Λ⁺ (e_i − e_j), seconds (half the largest effective
+    resistance over the edges with a positive rate); χ₂ ≤ χ₁."""
+    return graph_constants(rates).chi_2
+
+
+def graph_constants(rates) -> GraphConstants:
+    """All of :class:`GraphConstants` for the edge-rate matrix ``rates`` (events per second), one eigh."""
+    R = _check_rates(rates)
+    values, resistance = _spectrum_and_resistances(R)
+    return GraphConstants(n=R.shape[0], edges=int((R > 0).sum()) // 2, total_rate=float(R.triu(1).sum()),
+                          algebraic_connectivity=float(values[1]), lambda_max=float(values[-1]),
+                          chi_1=1.0 / float(values[1]), chi_2=0.5 * float(resistance[R > 0].max()))
+
+
+def mixing_spectral_gap(W) -> float:
+    """1 − |λ₂(W)| for a symmetric, doubly stochastic, non-negative mixing matrix ``W`` ``[n, n]``:
+    one minus the second largest eigenvalue modulus (max over eigenvalues other than the top 1 of
+    their absolute value), so one gossip round contracts the disagreement x − x̄ by at least |λ₂|.
+
+    Complete averaging (:func:`complete`) has gap 1; :func:`ring` has 1 − max_{k≠0} |1 + 2cos(2πk/n)|/3.
+    Non-symmetric matrices (e.g. :func:`random_r_regular`), entries < 0, rows that do not sum to 1 and a
+    disconnected support raise ``ValueError``.
+    """
+    M = _check_symmetric_square("W", W)
+    if (M < 0).any():
+        raise ValueError("W must have non-negative entries")
+    worst = float((M.sum(dim=1) - 1).abs().max())
+    if worst > 1e-9:
+        raise ValueError(f"W must be doubly stochastic (rows and columns sum to 1), a row is off by {worst:.3g}")
+    _check_connected("W", M)
+    moduli = torch.linalg.eigvalsh(M).abs().sort(descending=True).values
+    return float(1.0 - moduli[1])
