@@ -124,7 +124,8 @@ class Compressor:
         """Sum the rows of a stacked ``[W, d]`` payload value by value, as an all-reduce would.
 
         Only for linear compressors, whose rows share everything but their ``"values"`` part (no
-        indices, or shared ones): the result is a one-row payload of shape ``[d]``.
+        indices, or shared ones): the result is a one-row payload of shape ``[d]``. A ``"crc"`` part
+        (:meth:`Payload.with_crc`) checks its own row only, so it is dropped: add one to the sum.
         """
         if not self.linear:
             raise TypeError(f"{type(self).__name__} is not linear: its payloads need an all-gather")
@@ -132,6 +133,8 @@ class Compressor:
             raise ValueError(f"reduce needs a stacked payload of shape [W, d], got {payload.shape}")
         parts = []
         for part in payload.parts:
+            if part.name == "crc":
+                continue
             row = part.rows()
             if part.name == "values":
                 acc = torch.float64 if part.data.dtype == torch.float64 else torch.float32

@@ -8,7 +8,7 @@ import zlib
 import pytest
 import torch
 
-from commlab.compress import QSGD, Identity, Payload, ScaledSign, Threshold, TopK
+from commlab.compress import QSGD, Identity, Payload, RandK, ScaledSign, Threshold, TopK
 
 
 def _x(shape, seed=0):
@@ -95,3 +95,14 @@ def test_a_crc_is_added_once():
     payload = Identity().compress(_x(5)).with_crc()
     with pytest.raises(ValueError, match="already has a CRC"):
         payload.with_crc()
+
+
+def test_reducing_drops_the_rows_crcs_and_the_sum_takes_its_own():
+    compressor = RandK(0.2, shared=True)
+    payload = compressor.compress(torch.randn(3, 40, generator=torch.Generator().manual_seed(0)),
+                                  torch.Generator().manual_seed(1)).with_crc()
+    reduced = compressor.reduce(payload)
+    assert "crc" not in [p.name for p in reduced.parts]  # row 0's checksum does not check the sum
+    checked = reduced.with_crc()
+    assert checked.bits == reduced.bits + 32
+    assert Payload.from_bytes(checked.to_bytes(), checked.header) == checked
