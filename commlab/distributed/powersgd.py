@@ -142,7 +142,7 @@ class PowerSGDReducer:
                     if generator is None:
                         raise ValueError("PowerSGD draws its first Q from a generator: pass one (seeded alike on "
                                          "every worker)")
-                    q = torch.randn(block.m, block.r, generator=generator)
+                    q = torch.randn(block.m, block.r, generator=generator).to(M.device)  # drawn where the generator is
                 Qs.append(q)
         mats = [_matrix(M, b) for b in compressed]                           # [L, n, m] each
         P_local = [mat @ q for mat, q in zip(mats, Qs, strict=True)]         # P_i = M_i Q, [L, n, r]
@@ -155,7 +155,7 @@ class PowerSGDReducer:
             P_hat.append(torch.linalg.qr(P).Q)                                 # P̂ = orthonormalise(P)
             at += block.n * block.r
         dense_mean = total[at:] / comm.world_size
-        estimate = torch.empty(M.shape[1], dtype=torch.float32)
+        estimate = torch.empty(M.shape[1], dtype=torch.float32, device=M.device)
         if compressed:
             Q_local = [mat.transpose(1, 2) @ p for mat, p in zip(mats, P_hat, strict=True)]  # Q_i = M_iᵀ P̂
             second = torch.cat([q.flatten(1) for q in Q_local], dim=1).contiguous()
