@@ -3,6 +3,7 @@
 * :mod:`~commlab.comm.communicator` — :class:`Communicator` with :class:`SimComm` (N workers stacked
   in one process) and :class:`DistComm` (one worker per ``torch.distributed`` rank), the
   :class:`Meter` of bytes sent and :class:`Work` (overlapped collectives on the simulated clock);
+* :mod:`~commlab.comm.noisy` — :class:`NoisyLinks`, any Communicator over noisy links (AWGN or bit flips);
 * :mod:`~commlab.comm.link` — :class:`Link`, the one latency/bandwidth (α–β) model, in bit/s;
 * :mod:`~commlab.comm.launch` — run a function on N local gloo processes, never hanging;
 * :mod:`~commlab.comm.netns` — a real rate-limited link between two network namespaces;
@@ -13,5 +14,7 @@
 from commlab.comm.communicator import CommunicationError, Communicator, DistComm, Meter, SimComm, Work
 from commlab.comm.link import Link
 from commlab.comm.membership import Membership
+from commlab.comm.noisy import NoisyLinks
 
-__all__ = ["CommunicationError", "Communicator", "DistComm", "Link", "Membership", "Meter", "SimComm", "Work"]
+__all__ = ["CommunicationError", "Communicator", "DistComm", "Link", "Membership", "Meter", "NoisyLinks", "SimComm",
+           "Work"]

@@ -101,6 +101,11 @@ class Work:
             self._comm._clock = max(self._comm._clock, self.finish_time)
         return self._result
 
+    def then(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Work:
+        """The same collective with its result passed through ``fn`` (at once, or when a collective
+        running in the background completes); its times, and the clock it moves, are this one's."""
+        return Work(_then(self._result, fn), self.finish_time, start_time=self.start_time, comm=self._comm)
+
     def future(self) -> torch.futures.Future:
         """A ``torch.futures.Future`` completed with :meth:`wait`'s result when the collective
         completes (already completed unless the collective is running in the background)."""
@@ -228,6 +233,8 @@ class Communicator:
         self._clock = 0.0
         self._link_free = 0.0  # when the last collective launched with start() leaves the link
         self._starter: int | None = None  # the thread inside start(), if any (hooks launch from callbacks too)
+
+    lossless = True  # what arrives is what was sent (NoisyLinks is not)
 
     @property
     def clock(self) -> float:

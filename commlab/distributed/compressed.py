@@ -46,7 +46,7 @@ def compressed_round(comm: Communicator, mechanism: Mechanism, g: torch.Tensor,
     if mechanism.compressor.linear and mechanism.mean_aggregate:
         return mechanism.aggregate(_all_reduce_mean(comm, mechanism, payload)), payload
     received = gather_payloads(comm, payload)
-    if comm.local_workers == comm.world_size:
+    if comm.local_workers == comm.world_size and comm.lossless:
         # every sender is local and the wire is lossless: what arrived is what the workers decoded
         return mechanism.server_step(payload), payload
     return mechanism.aggregate(mechanism.compressor.decompress(received)), payload
