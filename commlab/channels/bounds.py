@@ -111,28 +111,47 @@ def gaussian_equivalent_opta_mse(variances, n_symbols: int, snr_db) -> np.ndarra
     return out.reshape(np.shape(snr_db))
 
 
-def rayleigh_ergodic_capacity(snr_db):
-    """``E[log2(1 + |h|²·SNR)]`` for ``h ~ CN(0, 1)``: ``log2(e)·e^{1/SNR}·E1(1/SNR)``."""
+def _scaled_exp1(x: np.ndarray) -> np.ndarray:
+    """``e^x·E1(x)`` for ``x > 0`` without overflow: scipy's ``exp1`` up to x = 50, above it the asymptotic
+    series ``(1/x)·Σ_{k<25} (−1)^k k!/x^k`` (its first omitted term, 25!/50^25 ≈ 5e-18, is below
+    double precision)."""
     from scipy.special import exp1
 
-    snr = _snr(snr_db)
-    return np.log2(np.e) * np.exp(1.0 / snr) * exp1(1.0 / snr)
+    x = np.asarray(x, dtype=float)
+    small = np.minimum(x, _ASYMPTOTIC_FROM)
+    direct = np.exp(small) * exp1(small)
+    large = np.maximum(x, _ASYMPTOTIC_FROM)
+    term, series = np.ones_like(large), np.zeros_like(large)
+    for k in range(25):
+        series = series + term
+        term = -term * (k + 1) / large
+    return np.where(x < _ASYMPTOTIC_FROM, direct, series / large)
+
+
+_ASYMPTOTIC_FROM = 50.0
+
+
+def rayleigh_ergodic_capacity(snr_db):
+    """``E[log2(1 + |h|²·SNR)]`` for ``h ~ CN(0, 1)``: ``log2(e)·e^{1/SNR}·E1(1/SNR)``, finite and accurate
+    at any SNR (at low SNR it tends to ``log2(e)·SNR``)."""
+    return np.log2(np.e) * _scaled_exp1(1.0 / _snr(snr_db))
 
 
 def rayleigh_outage_probability(rate, snr_db):
-    """``P(log2(1 + |h|²·SNR) < R) = 1 - exp(-(2^R - 1)/SNR)`` for Rayleigh block fading."""
+    """``P(log2(1 + |h|²·SNR) < R) = 1 - exp(-(2^R - 1)/SNR)`` for Rayleigh block fading, accurate also
+    where it is tiny (``-expm1`` of ``expm1(R·ln 2)/SNR``)."""
     rate = np.asarray(rate, dtype=float)
     if np.any(rate < 0):
         raise ValueError("rate must be >= 0 bits per channel use")
-    return 1.0 - np.exp(-(np.exp2(rate) - 1.0) / _snr(snr_db))
+    return -np.expm1(-np.expm1(rate * np.log(2.0)) / _snr(snr_db))
 
 
 def rayleigh_outage_capacity(epsilon, snr_db):
-    """Largest rate with outage probability ``epsilon``: ``log2(1 - SNR·ln(1 - ε))``."""
+    """Largest rate with outage probability ``epsilon``: ``log2(1 - SNR·ln(1 - ε))``, accurate for tiny ε."""
     eps = np.asarray(epsilon, dtype=float)
     if np.any((eps <= 0) | (eps >= 1)):
         raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
-    return np.log2(1.0 - _snr(snr_db) * np.log1p(-eps))
+    return np.log1p(-_snr(snr_db) * np.log1p(-eps)) / np.log(2.0)
 
 
 def separation_bits(n_symbols: int, snr_design_db) -> np.ndarray:

@@ -76,18 +76,32 @@ def average_power(z: torch.Tensor, mode: str = "per_example") -> torch.Tensor:
     return p.amax(dim=1) if mode == "peak" else p.mean(dim=1)
 
 
-def power_normalize(z: torch.Tensor, power: float = 1.0, mode: str = "per_example", eps: float = 1e-12) -> torch.Tensor:
+def power_normalize(z: torch.Tensor, power: float = 1.0, mode: str = "per_example") -> torch.Tensor:
     """Scale ``z`` so that its power (see :func:`average_power`) equals ``power`` exactly; differentiable.
 
     ``per_example``: ``(1/k) Σ_i |z_i|^2 = P`` for each example (the default, per-image in Deep JSCC);
     ``per_batch``: the mean over the whole batch is ``P``; ``peak``: ``max_i |z_i|^2 = P`` per example.
+
+    Exact at any amplitude: the power is measured on ``z / max|z|`` (so ``|z|^2`` neither underflows
+    for weak signals nor overflows for strong ones), which does not change the result,
+    ``z·sqrt(P / power(z))`` being invariant to that scale. An all-zero example stays zero.
     """
     power = check_real_number("power", power, low=0.0, low_open=True)
-    current = average_power(z, mode)
-    scale = torch.sqrt(power / (current + eps))
+    require_complex("z", z)
+    check_choice("mode", mode, NORM_MODES)
+    magnitude = z.abs()
+    peak = magnitude.amax() if mode == "per_batch" else magnitude.reshape(z.shape[0], -1).amax(dim=1)
+    peak = peak.detach()  # the result does not depend on it (see above), so neither does the gradient
+    silent = peak == 0
+    peak = torch.where(silent, torch.ones_like(peak), peak)
     if mode != "per_batch":
-        scale = scale.reshape((-1,) + (1,) * (z.ndim - 1))
-    return z * scale
+        peak = peak.reshape((-1,) + (1,) * (z.ndim - 1))
+        silent = silent.reshape(peak.shape)
+    unit = z / peak
+    current = average_power(unit, mode)
+    current = current if mode == "per_batch" else current.reshape(peak.shape)
+    scale = torch.sqrt(power / torch.where(silent, torch.ones_like(current), current))
+    return torch.where(silent, torch.zeros_like(z), unit * scale)
 
 
 class PowerNorm(nn.Module):
