@@ -37,10 +37,10 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/.torch
 data: $(VENV)/.installed ## provision every dataset (found, apt-get on Debian as root, or a checksummed download)
 	$(BIN)/commlab data fetch
 
-run: data ## set up .venv and the data, run every notebook headlessly (PROFILE=quick) → runs/<profile>/summary.md
+run: data $(VENV)/.installed-ft ## set up .venv and the data, run every notebook headlessly (PROFILE=quick) → runs/<profile>/summary.md
 	$(BIN)/commlab run --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS)) $(if $(SEEDS),--seeds $(SEEDS)) $(RUN_ARGS)
 
-test: $(VENV)/.installed-dev data ## set up .venv and the data, run the tests (unit, hygiene, quick-profile notebooks)
+test: $(VENV)/.installed-dev,ft data ## set up .venv and the data, run the tests (unit, hygiene, quick-profile notebooks)
 	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; fi; exit $$status
 
