@@ -42,6 +42,8 @@ The methods (the symbols are those of briefs/distributed/{streaming_diloco,noloc
   by default, one 32-bit scale per block), all-gathered as packed bytes and averaged in fp32 while the
   workers keep training; τ steps later (``overlap_steps``) θ_g,p ← OuterSGD_p(θ_g,p, Δ̄_p) and
   θ_m,p ← α·θ_m,p + (1 − α)·θ_g,p (α: ``mixing``). Requires H divisible by P, 0 ≤ τ < H/P, α ∈ [0, 1].
+  With ``boundary="apply"`` fragment p is sent τ steps before those steps and applied at them
+  (torchft's ``DiLoCo(fragment_sync_delay=τ)`` phase).
 * :class:`NoLoCo` (Kolehmainen et al. 2025) — no all-reduce. Every H steps a permutation that every
   replica derives from (seed, outer step) splits the N replicas into groups of ``group_size``
   (consecutive entries; with N not divisible the last group is smaller, e.g. a singleton for odd N
@@ -93,6 +95,7 @@ from commlab.distributed.method import Method, SyncEvent
 from commlab.seeding import SeedTree
 
 FORMS = ("nesterov", "heavy_ball")
+BOUNDARIES = ("send", "apply")
 GAP_PENALTIES = ("constant", "relative")
 E3M0 = LowPrecision("e3m0")  # Streaming DiLoCo's default outer-gradient format
 
@@ -426,6 +429,9 @@ class StreamingDiLoCo(OuterMethod):
         fragments: P >= 1; fragment p is sent after inner steps t ≡ (p + 1)·H/P (mod H).
         layers: the layers for the strided assignment (see :func:`fragment_indices`).
         overlap_steps: τ in [0, H/P): the averaged fragment is applied τ inner steps after it was sent.
+        boundary: which event falls on the steps t ≡ (p + 1)·H/P (mod H): ``"send"`` (the paper's
+            schedule: sent there, applied at t + τ) or ``"apply"`` (torchft's ``DiLoCo`` with
+            ``fragment_sync_delay=τ``: sent at t − τ, applied there).
         mixing: α in [0, 1]: θ_m,p ← α·θ_m,p + (1 − α)·θ_g,p (0: overwrite with the global copy).
         compressor: how outer gradients cross the wire: any commlab compressor, applied per block of
             ``block`` values (each block a row, so E3M0 has one 32-bit scale per block; the last block
@@ -438,9 +444,9 @@ class StreamingDiLoCo(OuterMethod):
     """
 
     def __init__(self, comm: Communicator, params: torch.Tensor, *, sync_every: int, fragments: int = 2,
-                 layers=None, overlap_steps: int = 1, mixing: float = 0.5, compressor: Compressor | None = E3M0,
-                 block: int = 128, outer: OuterSGD | None = None, seed: int = 0, inner: InnerFactory | None = None,
-                 step_seconds: float = 0.0, sync_init: bool = True):
+                 layers=None, overlap_steps: int = 1, boundary: str = "send", mixing: float = 0.5,
+                 compressor: Compressor | None = E3M0, block: int = 128, outer: OuterSGD | None = None, seed: int = 0,
+                 inner: InnerFactory | None = None, step_seconds: float = 0.0, sync_init: bool = True):
         self.sync_every = check_int("sync_every", sync_every, low=1)
         self.fragments = check_int("fragments", fragments, low=1)
         if self.sync_every % self.fragments:
@@ -451,6 +457,7 @@ class StreamingDiLoCo(OuterMethod):
         if self.overlap_steps >= self.period:
             raise ValueError(f"overlap_steps must be in [0, sync_every/fragments) = [0, {self.period}), "
                              f"got {self.overlap_steps}")
+        self.boundary = check_choice("boundary", boundary, BOUNDARIES)
         self.mixing = check_probability("mixing", mixing)
         if compressor is not None and not isinstance(compressor, Compressor):
             raise TypeError(f"compressor must be a commlab Compressor or None, got {type(compressor).__name__}")
@@ -468,6 +475,8 @@ class StreamingDiLoCo(OuterMethod):
 
     def fragment_due(self, t: int) -> int | None:
         """The fragment sent after inner step ``t`` (1-based), or None."""
+        if self.boundary == "apply":
+            t += self.overlap_steps  # sent τ steps before its boundary
         return (t // self.period - 1) % self.fragments if t % self.period == 0 else None
 
     @property
