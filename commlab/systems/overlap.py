@@ -31,7 +31,8 @@ B/(1 + κ_m); while bits flow on them, its GEMM runs at F/(1 + κ_c). Rates chan
 streams are active, which the closed forms charge to the whole of the longer stream. The schedules are
 processes on it: :func:`sequential`, :func:`chunked_overlap` (software: GEMM of chunk i + 1 while chunk i
 is reduce-scattered, one collective per chunk on one communication stream) and :func:`track_and_trigger`
-(T3: every GEMM tile, once written, triggers its own step of the ring, tile by tile).
+(T3: the GEMM writes its output in the ring's order and each written tile, or each completed chunk, triggers
+its step of the ring as a DMA, no compute units used).
 :func:`simulate` runs one of them and returns the time and the network (its log gives a Gantt chart,
 :func:`busy_intervals`). Not modelled: the reduction's own compute (in the brief, inside κ_c), hierarchy,
 and arbitration between the two memory streams beyond the κ factors.
@@ -332,9 +333,9 @@ def track_and_trigger(net: Network, layer: RowParallelLayer, tiles: int, trigger
     return _all_ranks(net, rank_program)
 
 
-PROCESSES = {"sequential": lambda net, layer, chunks, tiles, trigger: sequential(net, layer),
-             "software": lambda net, layer, chunks, tiles, trigger: chunked_overlap(net, layer, chunks),
-             "t3": lambda net, layer, chunks, tiles, trigger: track_and_trigger(net, layer, tiles, trigger)}
+_PROCESSES = {"sequential": lambda net, layer, chunks, tiles, trigger: sequential(net, layer),
+              "software": lambda net, layer, chunks, tiles, trigger: chunked_overlap(net, layer, chunks),
+              "t3": lambda net, layer, chunks, tiles, trigger: track_and_trigger(net, layer, tiles, trigger)}
 
 
 def simulate(layer: RowParallelLayer, hardware: Hardware, schedule: str, *, chunks: int = 4, tiles: int = 64,
@@ -348,7 +349,7 @@ def simulate(layer: RowParallelLayer, hardware: Hardware, schedule: str, *, chun
         raise TypeError(f"hardware must be a Hardware, got {type(hardware).__name__}")
     net = ContendedNetwork(layer.ranks, hardware.link, flops_per_second=hardware.flops_per_second,
                            kappa_compute=kappa_compute, kappa_memory=kappa_memory)
-    process = net.start(PROCESSES[schedule](net, layer, chunks, tiles, trigger))
+    process = net.start(_PROCESSES[schedule](net, layer, chunks, tiles, trigger))
     net.run()
     return process.value, net
 
