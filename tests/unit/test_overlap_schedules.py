@@ -236,3 +236,16 @@ def test_bad_input():
         O.ContendedNetwork(2, Link(B), flops_per_second=F, kappa_compute=-1)
     with pytest.raises(ValueError, match="finite"):
         O.ContendedNetwork(2, Link(B), flops_per_second=math.inf)
+
+
+def test_jitter_on_a_contended_network_follows_its_seed():
+    def log(seed):
+        net = O.ContendedNetwork(4, Link(B, ELL), flops_per_second=F, kappa_compute=0.15, kappa_memory=0.3,
+                                 jitter=0.1, seed=seed)
+        net.start(O.track_and_trigger(net, layer(4), 16))
+        net.run()
+        return net.log
+
+    assert log(0) == log(0) != log(1)
+    with pytest.raises(ValueError, match="seed"):
+        O.ContendedNetwork(2, Link(B), flops_per_second=F, jitter=0.1)
