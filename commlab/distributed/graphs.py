@@ -6,7 +6,7 @@ the form :class:`~commlab.distributed.clocks.PoissonClocks` and
 arXiv:2208.00779, Section 5) are
 
 * :func:`complete_graph`, :func:`cycle_graph`, :func:`path_graph`, :func:`star_graph`;
-* :func:`grid_graph` (a ⌊√n⌋ × ⌊√n⌋ 2-D grid: n must be a perfect square);
+* :func:`grid_graph` (the most nearly square r × c 2-D grid with r·c = n);
 * :func:`barbell_graph` (two cliques of n/2 nodes joined by one edge: n must be even);
 * :func:`random_geometric_graph`: n points uniform in [0, 1]², an edge between points closer than
   ``radius``; if that graph is disconnected, one edge joins a random node of each connected component
@@ -55,13 +55,15 @@ def star_graph(n: int) -> Edges:
 
 
 def grid_graph(n: int) -> Edges:
-    """The s × s grid, s = √n (n must be a perfect square >= 4); node r·s + c sits at row r, column c."""
+    """The r × c 2-D grid with r·c = n and r the largest divisor of n with r <= √n (10 → 2 × 5,
+    16 → 4 × 4; n >= 4 and not prime); node a·c + b sits at row a, column b."""
     n = check_int("n", n, low=4)
-    s = math.isqrt(n)
-    if s * s != n:
-        raise ValueError(f"a 2-D grid needs a perfect square number of nodes, got n = {n}")
-    edges = [(r * s + c, r * s + c + 1) for r in range(s) for c in range(s - 1)]
-    edges += [(r * s + c, (r + 1) * s + c) for r in range(s - 1) for c in range(s)]
+    r = max(k for k in range(1, math.isqrt(n) + 1) if n % k == 0)
+    if r == 1:
+        raise ValueError(f"a 2-D grid needs n = r·c with r, c >= 2, but n = {n} is prime")
+    c = n // r
+    edges = [(a * c + b, a * c + b + 1) for a in range(r) for b in range(c - 1)]
+    edges += [(a * c + b, (a + 1) * c + b) for a in range(r - 1) for b in range(c)]
     return sorted(edges)
 
 
