@@ -59,7 +59,7 @@ from typing import NamedTuple
 import numpy as np
 import simpy
 
-from commlab._checks import check_int, check_nonnegative, check_positive, check_real_in
+from commlab._checks import check_int, check_nonnegative, check_positive, check_real_number
 from commlab.comm.link import Link
 from commlab.systems.collectives import all_to_all
 from commlab.systems.events import Network, Record
@@ -98,9 +98,7 @@ class GPU:
         check_int("sms", self.sms, low=1)
         check_int("saturating_sms", self.saturating_sms, low=1, high=self.sms)
         check_positive("peak_flops", self.peak_flops)
-        check_real_in("tile_efficiency", self.tile_efficiency, 0.0, 1.0)
-        if self.tile_efficiency == 0:
-            raise ValueError("tile_efficiency must be in (0, 1], got 0")
+        check_real_number("tile_efficiency", self.tile_efficiency, low=0.0, high=1.0, low_open=True)
         check_int("tile_tokens", self.tile_tokens, low=1)
         check_int("tile_width", self.tile_width, low=1)
 
