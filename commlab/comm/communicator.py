@@ -44,6 +44,7 @@ worker sent in a single synchronisation. Time on a slow link comes from :class:`
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -254,6 +255,21 @@ class Communicator:
         self._clock += check_nonnegative("seconds", seconds)
         return self._clock
 
+    def check_same(self, what: str, value) -> None:
+        """Raise a ValueError on every process if they were given different ``value``s for ``what``
+        (e.g. the seed of shared-index Rand-k or SPSA, which every worker must draw alike): one
+        all-gather of a 64-bit BLAKE2b hash of ``repr(value)``, not metered. One process hosting every
+        worker (SimComm) holds one value for all of them: nothing to check."""
+        if self.local_workers == self.world_size:
+            return
+        digest = hashlib.blake2b(repr(value).encode(), digest_size=8).digest()
+        mine = torch.tensor([[int.from_bytes(digest, "little", signed=True)]], dtype=torch.int64, device=self.device)
+        everyone = self._gather(mine).reshape(-1).tolist()
+        if len(set(everyone)) > 1:
+            groups = {h: [r for r, g in enumerate(everyone) if g == h] for h in dict.fromkeys(everyone)}
+            raise ValueError(f"the processes were given different {what}s (ranks with equal values: "
+                             f"{list(groups.values())}; this rank: {value!r}); every worker must use the same one")
+
     def start(self, op: str, /, *args, **kwargs) -> Work:
         """Launch collective ``op`` (``"all_reduce"``, ``"all_gather"``, ``"broadcast"``, ``"mix"``,
         ``"exchange"``) without moving the clock: it occupies the link from max(now, the end of the
@@ -432,8 +448,12 @@ class DistComm(Communicator):
             tensor, bit-identical to :class:`SimComm` (N/2 times the traffic of a ring all-reduce;
             the meter still counts the all-reduce, which is what the algorithm asks for).
         check_shapes: before each collective, gather every rank's shape and dtype (a few bytes,
-            not metered) and raise a ValueError naming the ranks if they differ; without it gloo
-            may reduce mismatched tensors silently.
+            not metered) and raise a ValueError naming the ranks if they differ. False skips that
+            collective: the caller promises equal shapes, and a mismatch is then undefined. Measured on
+            2 gloo ranks (torch 2.13): ``all_gather`` aborts the rank that receives the longer row
+            (SIGABRT, gloo's "Received data size doesn't match expected size"), ``all_reduce``
+            returns a partial sum on one rank and raises CommunicationError on the other, and
+            ``broadcast`` returns without error on both with rows of different lengths.
         link: a :class:`Link` to run a simulated clock beside the real one; None makes
             :attr:`clock` the wall-clock seconds since this communicator was made.
 

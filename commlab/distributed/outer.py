@@ -309,6 +309,8 @@ class DataParallel(OuterMethod):
         self.mechanism = mechanism
         self.compress_from = check_int("compress_from", compress_from, low=0)
         self.seeds = SeedTree(check_seed(seed))
+        if mechanism is not None and mechanism.compressor.shared_draws:
+            comm.check_same("compressor seed", seed)  # shared draws (shared-index Rand-k): one seed everywhere
         super().__init__(comm, params, inner=inner, step_seconds=step_seconds, sync_init=sync_init)
 
     def after_inner_step(self) -> list[SyncEvent]:
@@ -466,6 +468,8 @@ class StreamingDiLoCo(OuterMethod):
         if outer is not None and not isinstance(outer, OuterSGD):
             raise TypeError(f"outer must be an OuterSGD, got {type(outer).__name__}")
         self.seeds = SeedTree(check_seed(seed))
+        if self.compressor is not None and self.compressor.shared_draws:
+            comm.check_same("quantiser seed", seed)  # one draw for every worker: one seed everywhere
         super().__init__(comm, params, inner=inner, step_seconds=step_seconds, sync_init=sync_init)
         self.indices = fragment_indices(layers, self.fragments, self.d)
         template = outer if outer is not None else OuterSGD()

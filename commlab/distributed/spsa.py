@@ -174,6 +174,7 @@ class SharedSeedSPSA(Method):
         self.eps = check_positive("eps", eps)
         self.samples = check_int("samples", samples, low=1)
         self.seed = check_seed(seed)
+        comm.check_same("SPSA seed", self.seed)  # every machine must draw the same perturbations
         self.normalize = check_choice("normalize", normalize, NORMALIZE)
         self.scalars, self.membership = scalars, membership
         self.log: list[LogEntry] = []
