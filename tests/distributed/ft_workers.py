@@ -1,6 +1,5 @@
 """Replica functions for test_ft_comm.py (module level, so spawn can pickle them)."""
 
-import os
 import time
 
 import torch
@@ -37,9 +36,9 @@ def problem(replica: int):
     return torch.randn(ROWS, D, generator=gen), torch.randn(ROWS, generator=gen)
 
 
-def diloco(comm, replica, attempt, kill_replica, kill_step, sync_every, min_commits, seconds_per_step, deadline):
-    """commlab's DiLoCo on FTComm; replica ``kill_replica``'s first attempt dies (os._exit) before inner
-    step ``kill_step``. Every replica stops after the quorum in which the last three quorums all had
+def diloco(comm, replica, attempt, faults, sync_every, min_commits, seconds_per_step, deadline):
+    """commlab's DiLoCo on FTComm; ``faults`` (a :class:`~commlab.comm.faults.Faults`) fire before inner
+    steps of a replica's first attempt. Every replica stops after the quorum in which the last three quorums all had
     3 participants and the Manager's step is at least ``min_commits``: the same quorum for all."""
     A, b = problem(replica)
     params = torch.randn(1, D, generator=torch.Generator().manual_seed(0))
@@ -50,8 +49,7 @@ def diloco(comm, replica, attempt, kill_replica, kill_step, sync_every, min_comm
     joined = time.time()
     healed_at = method.steps if run.heals else None
     while True:
-        if attempt == 0 and replica == kill_replica and method.steps == kill_step:
-            os._exit(1)
+        faults.inject(replica, method.steps, attempt)
         if time.perf_counter() - began > deadline:
             raise TimeoutError(f"replica {replica}: no stop after {deadline} s; quorums {comm.history}")
         time.sleep(seconds_per_step)

@@ -9,6 +9,7 @@ pytest.importorskip("torchft")
 import ft_workers  # noqa: E402
 
 from commlab.comm import SimComm  # noqa: E402
+from commlab.comm.faults import Fault, Faults  # noqa: E402
 from commlab.comm.ft_launch import run_replicas  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -34,7 +35,8 @@ def test_a_killed_replica_rejoins_is_healed_and_all_end_identical():
     commits), the survivors' next sync fails and is rolled back, they go on as 2, replica 2 restarts 2 s
     later, is healed from a peer at a quorum, and all three stop at the same quorum with the same hash."""
     began = time.perf_counter()
-    results = run_replicas(ft_workers.diloco, 3, args=(2, 7, 2, 8, 0.01, 80.0), restarts={2: 1}, min_replicas=2,
+    faults = Faults([Fault(2, at=7, kind="exit")])
+    results = run_replicas(ft_workers.diloco, 3, args=(faults, 2, 8, 0.01, 80.0), restarts={2: 1}, min_replicas=2,
                            restart_delay=2.0, timeout=100, preload=ft_workers.PRELOAD)
     seconds = time.perf_counter() - began
     assert [r.status for r in results] == ["ok"] * 3, [(r.error, r.traceback) for r in results]
