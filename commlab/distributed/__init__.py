@@ -18,7 +18,14 @@ them by name.
 * :mod:`~commlab.distributed.robust` — Byzantine-robust aggregators (``AGGREGATORS``) and attacks (``ATTACKS``);
 * :mod:`~commlab.distributed.gossip` — decentralised SGD: topologies, schedules, a single final merge;
   graph constants (χ₁, χ₂, spectral gaps);
-* :mod:`~commlab.distributed.clocks` — independent Poisson clocks for asynchronous computation and gossip.
+* :mod:`~commlab.distributed.clocks` — independent Poisson clocks for asynchronous computation and gossip;
+* :mod:`~commlab.distributed.graphs` — DADAO's graph families as edge lists (complete, cycle, path,
+  star, grid, barbell, random geometric, time-varying);
+* :mod:`~commlab.distributed.dadao` — DADAO (decoupled accelerated asynchronous gossip) on the clocks,
+  with :mod:`~commlab.distributed.gradient_tracking` (DIGing, centralised AGD) as references;
+* :mod:`~commlab.distributed.byzantine` — Byzantine-robust data-parallel SGD on any robust aggregator;
+* :mod:`~commlab.distributed.admm` — consensus ADMM and its dual-free recursion for federated weighted
+  least squares over noisy links, with Bernoulli client scheduling and the recursions' noise floors.
 """
 
 from commlab.distributed.registry import METHODS, make_method

@@ -9,6 +9,8 @@
 * :class:`SoftmaxRegression`: multinomial logistic loss on per-machine minibatches, a zeroth-order oracle.
 * :mod:`commlab.problems.vi`: extragradient and MASHA solvers for the saddle problem.
 * :func:`smoothness_constants`: L_AM, L_QM, L_var of per-worker constants.
+* :mod:`commlab.problems.ridge`: heterogeneous ridge regression per node (DADAO), exact L_i, μ_i, x*.
+* :mod:`commlab.problems.weighted_least_squares`: K-client weighted least squares (ADMM-FL), exact w*.
 
 All problems are torch, float32 by default, take an explicit ``torch.Generator`` and return
 per-worker quantities stacked along a leading worker axis.
