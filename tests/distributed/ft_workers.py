@@ -10,6 +10,7 @@ from commlab.comm.hashing import state_hash
 from commlab.distributed import make_method
 
 D, ROWS = 8, 16
+MIXING = torch.tensor([[0.5, 0.25, 0.25], [0.25, 0.5, 0.25], [0.0, 0.5, 0.5]])
 PRELOAD = (*PRELOAD_FT, "commlab.distributed", "ft_workers")
 
 
@@ -27,8 +28,16 @@ def collectives(comm, replica, attempt):
     mean = comm.all_reduce(x, op="mean").wait().clone()
     total = comm.all_reduce(x, op="sum").wait().clone()
     gathered = comm.all_gather(x).wait().clone()
+    mixed = comm.mix(x, MIXING).wait().clone()
+    swapped = comm.exchange(x, [(0, 2)]).wait().clone()
+    comm.check_same("seed", 7)
+    try:
+        comm.check_same("seed", replica)
+        refused = None
+    except ValueError as error:
+        refused = str(error)
     return {"n": n, "rank": int(comm.ranks[0]), "x": x, "mean": mean, "sum": total, "gathered": gathered,
-            "committed": comm.commit()}
+            "mixed": mixed, "swapped": swapped, "refused": refused, "committed": comm.commit()}
 
 
 def problem(replica: int):

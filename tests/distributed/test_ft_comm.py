@@ -15,7 +15,8 @@ from commlab.comm.ft_launch import run_replicas  # noqa: E402
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_all_reduce_mean_over_three_replicas_equals_simcomm():
+def test_collectives_over_three_replicas_equal_simcomm():
+    """all_reduce (mean, sum), all_gather, mix and exchange on FTComm equal SimComm's; check_same refuses."""
     results = run_replicas(ft_workers.collectives, 3, min_replicas=3, timeout=100, preload=ft_workers.PRELOAD)
     assert [r.status for r in results] == ["ok"] * 3, [r.error or r.status for r in results]
     got = {r.value["rank"]: r.value for r in results}
@@ -28,6 +29,10 @@ def test_all_reduce_mean_over_three_replicas_equals_simcomm():
         assert torch.equal(got[k]["sum"][0, 0], total[k, 0])
         torch.testing.assert_close(got[k]["mean"][0], mean[k], rtol=2e-7, atol=0)  # random: to rounding
         assert torch.equal(got[k]["gathered"], x)
+    mixed, swapped = sim.mix(x, ft_workers.MIXING).wait(), sim.exchange(x, [(0, 2)]).wait()
+    for k in range(3):  # gossip and pairwise exchange, served from an all-gather: bit for bit
+        assert torch.equal(got[k]["mixed"][0], mixed[k]) and torch.equal(got[k]["swapped"][0], swapped[k])
+        assert "different seeds" in got[k]["refused"]  # check_same: 3 ranks, 3 seeds
 
 
 def test_a_killed_replica_rejoins_is_healed_and_all_end_identical():
