@@ -35,12 +35,13 @@ def test_collectives_over_three_replicas_equal_simcomm():
         assert "different seeds" in got[k]["refused"]  # check_same: 3 ranks, 3 seeds
 
 
-def test_a_killed_replica_rejoins_is_healed_and_all_end_identical():
-    """DiLoCo (H = 2) on 3 replicas; replica 2 dies by os._exit before its 7th inner step (after 3
+@pytest.mark.parametrize("kind", ["exit", "kill"])
+def test_a_killed_replica_rejoins_is_healed_and_all_end_identical(kind):
+    """DiLoCo (H = 2) on 3 replicas; replica 2 dies (os._exit or SIGKILL) before its 7th inner step (after 3
     commits), the survivors' next sync fails and is rolled back, they go on as 2, replica 2 restarts 2 s
     later, is healed from a peer at a quorum, and all three stop at the same quorum with the same hash."""
     began = time.perf_counter()
-    faults = Faults([Fault(2, at=7, kind="exit")])
+    faults = Faults([Fault(2, at=7, kind=kind)])
     results = run_replicas(ft_workers.diloco, 3, args=(faults, 2, 8, 0.01, 80.0), restarts={2: 1}, min_replicas=2,
                            restart_delay=2.0, timeout=100, preload=ft_workers.PRELOAD)
     seconds = time.perf_counter() - began
