@@ -135,18 +135,19 @@ class OuterSGD:
         """Update ``params`` in place with the outer gradient (same shape) and return it."""
         if outer_grad.shape != params.shape:
             raise ValueError(f"outer_grad has shape {tuple(outer_grad.shape)}, params {tuple(params.shape)}")
-        if self.buffer is None:
-            self.buffer = torch.zeros_like(params)
-        elif self.buffer.shape != params.shape:
+        if self.buffer is not None and self.buffer.shape != params.shape:
             raise ValueError(f"this OuterSGD holds state of shape {tuple(self.buffer.shape)}, "
                              f"got params of shape {tuple(params.shape)}; use one instance per tensor")
-        self.buffer.mul_(self.momentum).add_(outer_grad)
-        if self.clip is not None:
-            self.buffer.clamp_(-self.clip, self.clip)
-        if self.form == "nesterov":
-            params.sub_(self.lr * (outer_grad + self.momentum * self.buffer))
+        # torch.optim.SGD's single-tensor arithmetic, op for op (so bit-identical to it without clip)
+        if self.buffer is None:
+            self.buffer = outer_grad.detach().clone()  # b ← Δ on the first step
         else:
-            params.sub_(self.lr * self.buffer)
+            self.buffer.mul_(self.momentum).add_(outer_grad)  # b ← μb + Δ
+        if self.clip is not None:
+            self.buffer.clamp_(-self.clip, self.clip)  # b ← clip(b, −φ, φ)
+        # Nesterov: Δ + μb; heavy ball: b
+        direction = outer_grad.add(self.buffer, alpha=self.momentum) if self.form == "nesterov" else self.buffer
+        params.add_(direction, alpha=-self.lr)  # θ ← θ − η·direction
         return params
 
     def state_dict(self) -> dict:
@@ -518,7 +519,8 @@ class StreamingDiLoCo(OuterMethod):
     def _receive(self, p: int, work: Work) -> None:
         theta = self.outers[p].step(self.global_fragments[p], self._mean(p, work))
         idx = self.indices[p]
-        self.params[:, idx] = self.mixing * self.params[:, idx] + (1 - self.mixing) * theta
+        # θ_m,p ← α·θ_m,p + (1 − α)·θ_g,p, as torch.lerp (torchft's arithmetic)
+        self.params[:, idx] = theta.expand(self.params.shape[0], -1).lerp(self.params[:, idx], self.mixing)
 
     def _launch(self, delta: torch.Tensor, p: int, t: int) -> Work:
         """Launch the exchange of the local outer gradients ``[L, d_p]`` of fragment ``p``."""

@@ -30,11 +30,6 @@ from commlab.distributed.outer import DiLoCo, OuterSGD, StreamingDiLoCo  # noqa:
 
 pytestmark = pytest.mark.timeout(120)
 
-# OuterSGD in torch.optim.SGD's op order and the lerp mixing (issue 19 item 2; the patch is in this file's
-# commit message) change the diloco and streaming_diloco regression fixtures by 2.4e-7 and 1.2e-7: they wait for the
-# lead's decision. Strict: once the patch is in, these pass and the marker must go.
-TORCH_ORDER_PENDING = pytest.mark.xfail(strict=True, reason="OuterSGD's torch.optim.SGD order is not applied yet")
-
 REPLICAS, SIZES, INNER_LR, INNER_MOMENTUM, OUTER_LR, OUTER_MOMENTUM = 2, (64, 64), 0.05, 0.9, 0.7, 0.9
 TIMEOUT = timedelta(seconds=20)
 
@@ -127,7 +122,6 @@ def assert_identical(ours, theirs):
     assert moved > 0.1  # the outer steps really ran
 
 
-@TORCH_ORDER_PENDING
 def test_diloco_is_bit_identical_to_torchft():
     steps, H = 12, 3
     theirs = run_torchft(steps=steps, sync_every=H, fragments=1, delay=0, alpha=0.0)
@@ -136,7 +130,6 @@ def test_diloco_is_bit_identical_to_torchft():
     assert_identical(ours, theirs)
 
 
-@TORCH_ORDER_PENDING
 @pytest.mark.parametrize("mixing", [0.0, 0.5])
 def test_streaming_diloco_is_bit_identical_to_torchft(mixing):
     """Two fragments (one per layer), H = 8, τ = 2 with ``boundary="apply"``: torchft's phase."""

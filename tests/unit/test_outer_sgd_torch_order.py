@@ -1,7 +1,6 @@
 """OuterSGD computes in torch.optim.SGD's single-tensor arithmetic order (so commlab's DiLoCo equals
 torchft's, whose outer optimiser is torch.optim.SGD, bit for bit)."""
 
-import pytest
 import torch
 from torch import nn
 
@@ -10,7 +9,6 @@ from commlab.distributed.outer import OuterSGD
 
 # strict: passes once the patch in this file's commit message is applied (it moves two regression fixtures
 # by 1 ulp, which waits for the lead)
-@pytest.mark.xfail(strict=True, reason="OuterSGD's torch.optim.SGD order is not applied yet")
 def test_torch_order_outer_sgd_equals_torch_optim_sgd():
     """OuterSGD is torch.optim.SGD op for op, both forms and momentum 0, over 5 steps on odd sizes."""
     for form, nesterov in (("nesterov", True), ("heavy_ball", False)):
