@@ -128,6 +128,9 @@ class NoisyLinks(Communicator):
     def advance(self, seconds: float) -> float:
         return self.comm.advance(seconds)
 
+    def check_same(self, what: str, value) -> None:
+        self.comm.check_same(what, value)  # a check of agreement, not a message of the algorithm: noiseless
+
     def state_dict(self) -> dict:
         """The wrapped communicator's state, the call counter and the noise counts."""
         return {"comm": self.comm.state_dict(), "calls": self.calls,

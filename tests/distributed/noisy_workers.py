@@ -36,5 +36,6 @@ def simulated(x, weights, pairs, kind, seed):
 
 def on_rank(rank, world_size, x, weights, pairs, kind, seed):
     comm = NoisyLinks(DistComm(deterministic=True), **channels(kind), seed=seed)
+    comm.check_same("seed", seed)  # the wrapped communicator checks agreement, without noise or a call count
     out = every_collective(comm, x[rank : rank + 1], weights, pairs, kind)
     return out, comm.meter.bytes_sent.clone(), comm.state_dict()["noise"]
