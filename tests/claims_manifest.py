@@ -11,6 +11,12 @@ from the paper" cell and then running::
 
 which refuses any changed or removed claim that the Deviations cell does not name. New claims are
 added without ceremony.
+
+A blocking claim found not to hold (its threshold and definition the brief's, fixed before the first
+run) stays blocking and failing: the notebook reports it and ``commlab run`` counts the batch as
+failed. It is recorded by hand under the notebook's ``"not_reproduced"`` as ``{claim id: "measured
+value at seed 0 and why"}``; the notebook test then requires exactly those claims to fail (one that
+starts to hold must be taken out of the list), and any other failure still fails the test.
 """
 
 from __future__ import annotations

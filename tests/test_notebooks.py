@@ -1,6 +1,8 @@
 """Every paper notebook, executed once per test session in the quick profile, in parallel.
 
-Each notebook must run to the end, pass its blocking claims, state a headline claim, record claims
+Each notebook must run to the end, pass its blocking claims (except those the manifest records as not
+reproduced, which must still fail: ``not_reproduced``, with the measured value and the reason), state a
+headline claim, record claims
 whose definitions match the committed manifest (``claims_manifest.py``), and stay within the quick CPU
 budget (briefs/_conventions.md §2: warn above 90 CPU-s, fail above 180 CPU-s).
 """
@@ -31,12 +33,19 @@ def quick_run(tmp_path_factory) -> dict:
 @pytest.mark.parametrize("paper", PAPERS, ids=lambda nb: nb.key)
 def test_notebook_runs_and_its_claims_hold(paper, quick_run):
     entry = quick_run[paper.display_path]
+    kept = load()["notebooks"].get(paper.display_path, {})
+    # blocking claims found not reproduced, each recorded with its measured value and the reason: they
+    # must still fail (the notebook reports them), and nothing else may
+    known = kept.get("not_reproduced", {})
     failures = blocking_failures(entry)
-    assert not failures, [(c["id"], c["measured"], c["expected"]) for c in failures]
-    assert entry["status"] == "ok", entry["error"]
+    unexpected = [(c["id"], c["measured"], c["expected"]) for c in failures if c["id"] not in known]
+    assert not unexpected, unexpected
+    holding = sorted(set(known) - {c["id"] for c in failures})
+    assert not holding, f"{holding} hold now: take them out of not_reproduced in tests/fixtures/claims_manifest.json"
+    assert entry["status"] == ("claims_failed" if known else "ok"), entry["error"]
     assert entry["claims"], "no claims recorded"
     assert any(c["kind"] == "headline" for c in entry["claims"]), "no headline claim"
-    changes = drift(load()["notebooks"].get(paper.display_path, {}).get("claims", {}), definitions(entry))
+    changes = drift(kept.get("claims", {}), definitions(entry))
     assert not changes, (f"claims differ from tests/fixtures/claims_manifest.json: {changes}; a deliberate change "
                          f"is named in the notebook's Deviations cell and recorded with tests/claims_manifest.py")
     cpu = entry["cpu_seconds"]
