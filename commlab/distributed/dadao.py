@@ -44,6 +44,7 @@ import numpy as np
 
 from commlab._checks import check_int, check_positive, check_seed
 from commlab.distributed.clocks import PoissonClocks
+from commlab.distributed.gradient_tracking import first_below
 from commlab.seeding import SeedTree
 
 ROWS = ("x", "x_tilde", "y", "y_tilde", "z", "z_tilde")
@@ -252,8 +253,7 @@ class Trace(NamedTuple):
 
     def first_below(self, eps: float, field: str = "communications") -> float:
         """``field`` at the first checkpoint whose distance is <= eps; inf if none is."""
-        hit = np.flatnonzero(self.distance <= eps)
-        return float(getattr(self, field)[hit[0]]) if len(hit) else math.inf
+        return first_below(self.distance, getattr(self, field), eps)
 
 
 class DADAO:

@@ -41,8 +41,13 @@ class SyncTrace(NamedTuple):
 
     def first_below(self, eps: float, field: str = "communications") -> float:
         """``field`` at the first iteration whose distance is <= eps; inf if none is."""
-        hit = np.flatnonzero(self.distance <= eps)
-        return float(getattr(self, field)[hit[0]]) if len(hit) else math.inf
+        return first_below(self.distance, getattr(self, field), eps)
+
+
+def first_below(distance: np.ndarray, counts: np.ndarray, eps: float) -> float:
+    """``counts`` [C] at the first checkpoint whose ``distance`` [C] is <= eps; inf if none is."""
+    hit = np.flatnonzero(distance <= eps)
+    return float(counts[hit[0]]) if len(hit) else math.inf
 
 
 def metropolis_weights(n: int, edges) -> np.ndarray:
