@@ -10,6 +10,12 @@ imported only when a loader that needs them is called):
 * :func:`photo_patches` — seeded random 32x32 crops with flips: a CIFAR-like substitute.
 * :func:`stdlib_corpus` / :class:`TextCorpus` — character-level text from the Python standard library.
 
+Synthetic dynamics (torch, seeded by an explicit ``torch.Generator``):
+
+* :class:`Lorenz96` — the Lorenz-96 system with fixed-step RK4 over leading batch / ensemble axes,
+  optional stochastic forcing, spin-up onto the attractor, perturbed ensemble initial conditions and
+  the leading Lyapunov exponent (module :mod:`commlab.data.lorenz96`, which also has ``energy``).
+
 Partitioners (numpy, seeded, one sorted int64 index array per client):
 
 * :func:`iid`, :func:`k_classes`, :func:`dirichlet`, :func:`pathological_shards` (sorted-label shards,
@@ -22,6 +28,7 @@ modules, so ``commlab.data.photos`` is the function; reach a module with
 
 from .digits import digits
 from .fashion_mnist import fashion_mnist
+from .lorenz96 import Lorenz96
 from .partition import dirichlet, iid, k_classes, pathological_shards, train_test_indices
 from .photos import photo_patches, photos
 from .text import TextCorpus, stdlib_corpus
@@ -33,6 +40,7 @@ __all__ = [
     "photo_patches",
     "stdlib_corpus",
     "TextCorpus",
+    "Lorenz96",
     "iid",
     "k_classes",
     "dirichlet",
