@@ -225,8 +225,8 @@ def _coder_for_bits(baseline: SeparationBaseline, k: int) -> SeparationBaseline:
     """``baseline``'s PCA quantiser redesigned for a budget of exactly ``k`` bits (``floor(n·log2(1 + SNR)) = k``)."""
     n = baseline.n_symbols
     snr_db = 10.0 * math.log10(2.0 ** (k / n) - 1.0)
-    while int(bounds.separation_bits(n, snr_db)) < k:
-        snr_db = math.nextafter(snr_db, math.inf) + 1e-12
+    while int(bounds.separation_bits(n, snr_db)) < k:  # rounding can leave floor(n·log2(1 + SNR)) at k − 1
+        snr_db += 1e-9
     coder = baseline.redesign(n, snr_db)
     if coder.total_bits != k:
         raise RuntimeError(f"could not size the quantiser to {k} bits (got {coder.total_bits})")
@@ -236,7 +236,9 @@ def _coder_for_bits(baseline: SeparationBaseline, k: int) -> SeparationBaseline:
 def pca_source_bits(coder: SeparationBaseline, images: torch.Tensor) -> torch.Tensor:
     """``[N, total_bits]`` bits (0/1, float) of the quantiser indices of ``coder`` for ``[N, ...]`` images: the
     index of each used PCA component, offset to ``0..2^b − 1`` and written MSB first in its ``b`` bits, components
-    in PCA order; unused trailing bits (when the allocation spends fewer than ``total_bits``) are 0."""
+    in PCA order; unused trailing bits (when the allocation spends fewer than ``total_bits``) are 0. The used
+    components, levels and steps are the ones :class:`SeparationBaseline` designed (its ``_used``, ``_levels``,
+    ``_steps``)."""
     n = images.shape[0]
     coeff = (images.reshape(n, -1).double() - coder.mean) @ coder.basis[:, coder._used]
     levels = coder._levels

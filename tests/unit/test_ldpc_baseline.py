@@ -45,8 +45,10 @@ def test_encoder_decoder_without_noise_returns_the_bits(m):
 
 @pytest.mark.parametrize("m", [2, 4])
 def test_llrs_are_consistent_with_commlab_noise_convention(m):
-    """True LLRs satisfy E[exp(−L) | b = 1] = 1 and E[exp(L) | b = 0] = 1; an N0 off by a factor of 2 (e.g. the
-    per-real variance N0/2 passed as ``no``) gives about 0.6 or 2.7 at 3 dB."""
+    """True LLRs ``L = ln p(b=1|y)/p(b=0|y)`` satisfy ``E[2b − 1 | L] = tanh(L/2)``, so
+    ``E[(2b − 1)·tanh(L/2)] = E[tanh²(L/2)]``. With commlab's N0 as Sionna's ``no`` the ratio is 1 (measured
+    0.9994 for QPSK, 1.0019 for 16-QAM at 3 dB); an N0 off by a factor of 2 (e.g. the per-real variance N0/2)
+    gives 0.92 / 0.82 or 1.19 / 1.31."""
     link = LDPCQAMLink(20, MCS(m, 0.5))
     g = torch.Generator().manual_seed(m)
     coded = torch.randint(0, 2, (4000, 20 * m), generator=g).float()
@@ -54,11 +56,10 @@ def test_llrs_are_consistent_with_commlab_noise_convention(m):
     channel = ch.AWGN(3.0)
     y = channel(x, generator=g)
     no = channel.noise_variance(x)
-    for scale, ok in ((1.0, True), (0.5, False), (2.0, False)):
-        llr = link.llr(y, scale * no).double().clamp(-30, 30)
-        ones, zeros = torch.exp(-llr[coded == 1]).mean().item(), torch.exp(llr[coded == 0]).mean().item()
-        close = abs(ones - 1) < 0.1 and abs(zeros - 1) < 0.1
-        assert close == ok, (scale, ones, zeros)
+    for scale, consistent in ((1.0, True), (0.5, False), (2.0, False)):
+        t = torch.tanh(link.llr(y, scale * no).double() / 2)
+        ratio = ((2 * coded - 1) * t).mean().item() / t.square().mean().item()
+        assert (abs(ratio - 1.0) < 0.02) == consistent, (scale, ratio)
 
 
 def test_bler_falls_with_snr_one_above_and_zero_below_the_shannon_limit(curve):
@@ -94,9 +95,12 @@ def test_rayleigh_with_zero_forcing_is_worse_than_awgn_at_equal_snr():
     link = LDPCQAMLink(N_SYMBOLS, MCS(2, 0.5))
     g = torch.Generator().manual_seed(1)
     awgn = block_error_rate(link, ch.AWGN(8.0), 40, generator=g)
-    fading = block_error_rate(link, ch.RayleighBlockFading(8.0, csi="perfect", equalizer="zf"), 40, generator=g)
+    fading = block_error_rate(link, ch.RayleighBlockFading(8.0, csi="perfect", equalizer="zf"), 60, generator=g)
     assert awgn.bler == 0.0
-    assert fading.bler >= 0.1  # outage: P(|h|^2 < (2^1 - 1)/SNR·margin) is several percent at 8 dB
+    # a block code over one fade cannot beat the outage probability at 1 bit/symbol, 1 − exp(−(2^1 − 1)/SNR) = 0.15
+    # at 8 dB (measured on 200 blocks: 0.37 at 5 dB, 0.08 at 10 dB, 0.01 at 20 dB against 0.27, 0.095, 0.010);
+    # 0.05 is 2.9 standard errors below 0.15 on 60 blocks
+    assert fading.bler >= 0.05
 
 
 def test_seeded_reproducibility(qam16_half):
@@ -131,6 +135,8 @@ def test_pca_bits_round_trip_gives_the_quantiser_reconstruction(images):
     assert bits.shape == (100, 147) and set(bits.unique().tolist()) <= {0.0, 1.0}
     # the error-free bits reconstruct exactly what the ideal-code baseline reconstructs with the same budget
     assert torch.allclose(pca_from_bits(coder, bits), coder(images[200:], 100.0), atol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        pca_from_bits(coder, bits[:, :10])
     flipped = bits.clone()
     flipped[:, 0] = 1 - flipped[:, 0]  # the MSB of the strongest component
     assert not torch.allclose(pca_from_bits(coder, flipped), coder(images[200:], 100.0), atol=1e-3)
