@@ -5,7 +5,12 @@
 * :func:`keyed_permutation`, :class:`Shuffler`, :class:`ShuffledAccess` (shared-model multi-user uplink);
 * :class:`WienerFeatureDenoiser`, :class:`VPSchedule`, :class:`DiffusionFeatureDenoiser`;
 * interference statistics (:func:`interference_statistics`, :func:`feature_moments`);
-* :class:`SeparationBaseline` (digital reference with a cliff); metrics :func:`psnr`, :func:`ssim`.
+* :class:`SeparationBaseline` (digital reference with a cliff, and the ideal-code bound); metrics :func:`psnr`,
+  :func:`ssim`;
+* :mod:`~commlab.semcom.ldpc_baseline` — the real digital baseline: PCA-quantiser bits through Sionna's 5G
+  LDPC and QAM over a commlab channel, measured block error rate, :func:`best_rate_that_decodes` per SNR,
+  :func:`ldpc_separation`; :mod:`~commlab.semcom.sionna_import` imports Sionna without moving torch's
+  global generator (:func:`import_sionna_phy`, :func:`preserved_torch_rng`).
 
 Channels and power normalisation are in :mod:`commlab.channels`.
 """
@@ -15,13 +20,30 @@ from .denoise import DiffusionFeatureDenoiser, VPSchedule, WienerFeatureDenoiser
 from .digital import SeparationBaseline, allocate_bits, gaussian_uniform_quantizer, jpeg_scan_bits, jpeg_separation
 from .interference import autocorrelation, correlation, feature_moments, interference_statistics, lag1_autocorrelation
 from .jscc import AFModule, DeepJSCC
+from .ldpc_baseline import (
+    MCS,
+    MCS_TABLE,
+    BlerResult,
+    LDPCQAMLink,
+    best_rate_that_decodes,
+    block_error_rate,
+    gap_to_capacity_db,
+    ldpc_separation,
+    pca_from_bits,
+    pca_source_bits,
+)
 from .metrics import psnr, ssim
 from .omdma import ShuffledAccess
 from .shuffle import Shuffler, frame_key, inverse_permutation, keyed_permutation
+from .sionna_import import import_sionna_phy, preserved_torch_rng
 from .train import jscc_psnr, train_jscc
 
 __all__ = [
+    "MCS",
+    "MCS_TABLE",
     "AFModule",
+    "BlerResult",
+    "LDPCQAMLink",
     "DeepJSCC",
     "DiffusionFeatureDenoiser",
     "SeparationBaseline",
@@ -31,10 +53,14 @@ __all__ = [
     "WienerFeatureDenoiser",
     "allocate_bits",
     "autocorrelation",
+    "best_rate_that_decodes",
+    "block_error_rate",
     "correlation",
     "feature_moments",
     "frame_key",
+    "gap_to_capacity_db",
     "gaussian_uniform_quantizer",
+    "import_sionna_phy",
     "interference_statistics",
     "jpeg_scan_bits",
     "jpeg_separation",
@@ -42,7 +68,11 @@ __all__ = [
     "jscc_psnr",
     "keyed_permutation",
     "lag1_autocorrelation",
+    "ldpc_separation",
     "metrics",
+    "pca_from_bits",
+    "pca_source_bits",
+    "preserved_torch_rng",
     "psnr",
     "ssim",
     "train_jscc",
