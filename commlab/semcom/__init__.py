@@ -10,12 +10,14 @@
 * :mod:`~commlab.semcom.ldpc_baseline` — the real digital baseline: PCA-quantiser bits through Sionna's 5G
   LDPC and QAM over a commlab channel, measured block error rate, :func:`best_rate_that_decodes` per SNR,
   :func:`ldpc_separation`; :mod:`~commlab.semcom.sionna_import` imports Sionna without moving torch's
-  global generator (:func:`import_sionna_phy`, :func:`preserved_torch_rng`).
+  global generator (:func:`import_sionna_phy`, :func:`preserved_torch_rng`);
+* :mod:`~commlab.semcom.mec` — entropies and mutual information of joint pmfs, greedy and exact
+  minimum-entropy couplings, and entropy-bounded information maximisation (EBIM) solvers.
 
 Channels and power normalisation are in :mod:`commlab.channels`.
 """
 
-from . import metrics
+from . import mec, metrics
 from .denoise import DiffusionFeatureDenoiser, VPSchedule, WienerFeatureDenoiser
 from .digital import SeparationBaseline, allocate_bits, gaussian_uniform_quantizer, jpeg_scan_bits, jpeg_separation
 from .interference import autocorrelation, correlation, feature_moments, interference_statistics, lag1_autocorrelation
@@ -69,6 +71,7 @@ __all__ = [
     "keyed_permutation",
     "lag1_autocorrelation",
     "ldpc_separation",
+    "mec",
     "metrics",
     "pca_from_bits",
     "pca_source_bits",
