@@ -20,14 +20,20 @@ Log (``--log-file PATH``, JSON lines by rank 0; one record before the first step
 
     {"step": 30, "algo": "noloco", "world_size": 2, "test_loss": 0.41, "test_accuracy": 0.90,
      "train_loss": 0.52, "bytes_per_worker": 4.2e5, "syncs": 1, "peak_bytes_per_sync": 4.2e5,
-     "hashes": ["3f9c...", "a01b..."]}
+     "clock": 0.83, "hashes": ["3f9c...", "a01b..."]}
 
 ``test_loss`` / ``test_accuracy``: mean over the workers' live replicas on the test split;
 ``train_loss``: mean minibatch loss since the previous record; bytes, syncs and peak bytes per
 synchronisation from :meth:`Method.summary <commlab.distributed.method.Method.summary>`
-(the initial broadcast counts in the bytes); ``hashes``: :func:`~commlab.comm.hashing.state_hash`
+(the initial broadcast counts in the bytes); ``clock``: the communicator's clock in seconds when the
+record was taken, before its evaluation (on a DistComm, rank 0's wall clock since the communicator
+was made; on a SimComm, the simulated clock); ``hashes``: :func:`~commlab.comm.hashing.state_hash`
 of every worker's parameters, in rank order. The loss statistics and hashes are gathered outside
 the communicator (bookkeeping, not metered).
+
+``--no-overlap`` waits for every collective a method launches in the background as soon as it is
+launched (Streaming DiLoCo's fragments, CO2's average), which changes the timing and nothing else: the
+records are the same but for ``clock`` (benchmarks/streaming_overlap_veth.py times the two).
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from commlab.train.loop import fit
 
 ALGOS = ("data_parallel", "diloco", "streaming_diloco", "noloco", "co2", "local_sgd")
 FIELDS = ("step", "algo", "world_size", "test_loss", "test_accuracy", "train_loss", "bytes_per_worker", "syncs",
-          "peak_bytes_per_sync", "hashes")
+          "peak_bytes_per_sync", "clock", "hashes")
 
 
 @dataclass
@@ -66,7 +72,7 @@ class OuterConfig:
 
     ``sync_every`` is the synchronisation period of every method (DiLoCo's H, CO2's and local SGD's τ);
     ``fragments``, ``overlap_steps`` (τ) and ``mixing`` (α) are Streaming DiLoCo's; the outer optimisers
-    keep their papers' defaults.
+    keep their papers' defaults. ``overlap=False`` waits for each background collective at its launch.
     """
 
     algo: str = "diloco"
@@ -81,6 +87,7 @@ class OuterConfig:
     seed: int = 0
     eval_every: int = 30
     deterministic: bool = True
+    overlap: bool = True
     log: str | None = None
     threads: int = 1
     timeout: float = 30.0
@@ -116,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between evaluations")
     p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=d.deterministic,
                    help="all-reduce as all-gather + ordered sum, bit-identical to the simulator")
+    p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=d.overlap,
+                   help="overlap background collectives with computation (--no-overlap: wait at launch)")
     p.add_argument("--log-file", dest="log", default=None, help="JSON-lines log written by rank 0")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads per process")
     p.add_argument("--timeout", type=float, default=d.timeout, help="collective timeout in seconds")
@@ -142,9 +151,26 @@ def build_method(cfg: OuterConfig, comm: Communicator, model: StackedMLP) -> Met
     return make_method(cfg.algo, comm, model.flat, **hyper)
 
 
+def wait_at_launch(comm: Communicator) -> Communicator:
+    """``comm`` with :meth:`~commlab.comm.communicator.Communicator.start` waiting for the collective
+    before it returns (the Work is complete; waiting on it again returns the same result): the same
+    collectives, results and bytes, without overlap. Changes ``comm`` in place and returns it."""
+    launch = comm.start
+
+    def start_and_wait(op: str, /, *args, **kwargs):
+        work = launch(op, *args, **kwargs)
+        work.wait()
+        return work
+
+    comm.start = start_and_wait
+    return comm
+
+
 def train_outer(cfg: OuterConfig, comm: Communicator) -> list[dict]:
     """Train the local workers of ``comm`` (all N on a SimComm, this rank's on a DistComm); returns
-    the records (on a DistComm every rank returns the same records)."""
+    the records (on a DistComm every rank returns the same records but for ``clock``, the rank's own)."""
+    if not cfg.overlap:
+        comm = wait_at_launch(comm)
     train_x, train_y = digits("train", seed=cfg.seed)
     test_x, test_y = digits("test", seed=cfg.seed)
     train_x, test_x = train_x.reshape(len(train_x), -1), test_x.reshape(len(test_x), -1)
