@@ -3,4 +3,9 @@
 averaging of members' predictions (:mod:`~commlab.ensembles.averaging`) and scores of probabilistic
 ensemble forecasts (:mod:`~commlab.ensembles.scores`: CRPS of an ensemble, standard and fair, and of
 a Gaussian in closed form, the energy score, spread–skill with the (m+1)/m correction, rank
-histograms and their χ², the Brier score of an exceedance). Sub-modules are imported directly."""
+histograms and their χ², the Brier score of an exceedance), a mixture of incremental river experts
+with an online neural router for drifting streams (:mod:`~commlab.ensembles.driftmoe`), posterior
+sampling with diffusion priors — Gaussian mixtures with exact scores along a VP SDE, the exact
+posterior of a linear-Gaussian observation, DPS and a weighted-particle sampler
+(:mod:`~commlab.ensembles.posterior_sampling`) — and distances between weighted samples (MMD, sliced
+Wasserstein; :mod:`~commlab.ensembles.sample_distances`). Sub-modules are imported directly."""
