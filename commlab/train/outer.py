@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[{cfg.algo} N={r['world_size']}] step {r['step']:5d}  test loss {r['test_loss']:.4f}  "
                           f"acc {r['test_accuracy']:.4f}  sent {r['bytes_per_worker'] / 1e6:.3f} MB  "
                           f"syncs {r['syncs']}", flush=True)
+            dist.barrier()  # leave together (one CI run saw rank 1 abort at teardown while rank 0 wrote the log)
         finally:
             dist.destroy_process_group()
     return 0
