@@ -27,7 +27,7 @@ def complex_normal(shape, *, generator: torch.Generator | None, device=None, dty
     """``CN(0, 1)`` samples (variance 1/2 per real component) drawn from ``generator``."""
     real_dtype = torch.float64 if dtype == torch.complex128 else torch.float32
     pair = torch.randn(tuple(shape) + (2,), generator=generator, device=device, dtype=real_dtype)
-    return torch.view_as_complex(pair) * (0.5**0.5)
+    return torch.view_as_complex(pair.mul_(0.5**0.5))  # in place: the same values as view_as_complex(pair) * 0.5**0.5
 
 
 def _noise_variance(snr_db, no, es, x: torch.Tensor) -> torch.Tensor:
@@ -92,9 +92,13 @@ class AWGN(nn.Module):
         no_t = self.noise_variance(x, snr_db, no)
         if self.real:
             w = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            w.mul_(torch.sqrt(no_t).to(w.dtype))  # w·sqrt(N0), scaled in place
         else:
             w = complex_normal(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return x + w * torch.sqrt(no_t).to(w.real.dtype)
+            # w·sqrt(N0) as one real scaling of the (re, im) pairs in place: the same values as the complex product
+            # w·(sqrt(N0) + 0i), without the complex multiply and its temporary
+            torch.view_as_real(w).mul_(torch.sqrt(no_t).to(w.real.dtype).unsqueeze(-1))
+        return x + w
 
     def extra_repr(self) -> str:
         level = f"no={self.no}" if self.no is not None else f"snr_db={self.snr_db}"
