@@ -21,25 +21,18 @@ from pathlib import Path
 import numpy as np
 from _common import parse_args
 
-from commlab.comm.launch import run_workers
+from commlab.comm import Link
 from commlab.systems.calibration import (
     Timing,
     fit_compute,
     fit_link,
-    measure_worker,
+    measure_locally,
+    plot_model_vs_measured,
     predict,
     residuals,
 )
 
 SMOKE = {"gemm_sizes": (64, 256), "message_bytes": (16_384, 4_194_304), "overlaps": ((256, 4_194_304),)}
-
-
-def local_timings(options: dict, threads: int) -> list[Timing]:
-    results = run_workers(measure_worker, 2, args=(options,), timeout=600, threads=threads)
-    for r in results:
-        if r.status != "ok":
-            raise RuntimeError(f"rank {r.rank} ended {r.status}: {r.error}\n{r.traceback}")
-    return [Timing(**d) for d in results[0].value]
 
 
 def veth_timings(rate: float, repeats: int) -> list[Timing]:
@@ -82,19 +75,12 @@ def figure(fits: dict, out: Path, stamp: str) -> None:
 
     use_style()
     fig, axes = plt.subplots(1, len(fits), figsize=(5.2 * len(fits), 4.0), squeeze=False)
-    markers = {"gemm": "o", "all_reduce": "s", "overlap": "^"}
     for ax, (name, fit) in zip(axes[0], fits.items(), strict=True):
-        for kind, marker in markers.items():
-            rows = [t for t in fit["timings"] if t["kind"] == kind]
-            ax.loglog([t["model_seconds"] * 1e3 for t in rows], [t["seconds"] * 1e3 for t in rows], marker,
-                      label=kind.replace("_", "-"), ls="none")
-        lo = min(min(t["seconds"], t["model_seconds"]) for t in fit["timings"]) * 1e3 / 1.5
-        hi = max(max(t["seconds"], t["model_seconds"]) for t in fit["timings"]) * 1e3 * 1.5
-        ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="measured = model")
-        ax.set(xlabel="event model (ms)", ylabel="measured on this machine (ms)",
-               title=f"{name}: F = {fit['flops_per_second'] / 1e9:.1f} GFLOP/s, "
+        timings = [Timing(**{k: t[k] for k in ("kind", "flops", "bits", "ranks", "seconds")}) for t in fit["timings"]]
+        link = Link(bandwidth=fit["bandwidth_bit_per_s"], latency=fit["latency_s"])
+        plot_model_vs_measured(ax, timings, fit["flops_per_second"], link)
+        ax.set_title(f"{name}: F = {fit['flops_per_second'] / 1e9:.1f} GFLOP/s, "
                      f"B = {fit['bandwidth_bit_per_s'] / 1e6:.0f} Mbit/s")
-        ax.legend()
     save_figure(fig, out, "model_vs_measured", stamp)
 
 
@@ -104,7 +90,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="folder for timings.json and the figure")
     args = parse_args(parser, threads=1, repeats=5)
     options = {"repeats": args.repeats, **(SMOKE if args.smoke else {})}
-    fits = {"loopback": report("2 gloo processes over loopback", local_timings(options, args.threads))}
+    fits = {"loopback": report("2 gloo processes over loopback", measure_locally(2, threads=args.threads, **options))}
     if args.veth:
         fits[f"veth {args.veth / 1e6:.0f} Mbit/s"] = report(f"2 gloo ranks over a {args.veth / 1e6:.0f} Mbit/s veth",
                                                            veth_timings(args.veth, args.repeats))

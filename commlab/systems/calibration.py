@@ -16,8 +16,8 @@ measured on the machine at hand and the model is compared with what it did not s
    communication perfectly (separate resources), the machine may not (gloo's reduction and copies
    run on the same cores as the GEMM).
 
-Launch :func:`measure` with :func:`commlab.comm.launch.run_workers` (local processes over loopback)
-or, for a rate-limited link, with :func:`commlab.comm.netns.run_ranks` on this module
+Launch :func:`measure` with :func:`measure_locally` (local gloo processes over loopback) or, for a
+rate-limited link, with :func:`commlab.comm.netns.run_ranks` on this module
 (``python -m commlab.systems.calibration --out timings.json``).
 """
 
@@ -35,6 +35,7 @@ import torch.distributed as dist
 
 from commlab._checks import check_int
 from commlab.comm import DistComm, Link
+from commlab.comm.launch import run_workers
 from commlab.systems import collectives
 from commlab.systems.events import Network
 
@@ -116,6 +117,20 @@ def measure_worker(rank: int, world_size: int, options: dict) -> list[dict]:
     return [asdict(t) for t in measure(DistComm(check_shapes=False), **options)]
 
 
+def measure_locally(world_size: int = 2, *, timeout: float = 600.0, threads: int = 1, **options) -> list[Timing]:
+    """:func:`measure` on ``world_size`` local gloo processes over loopback; rank 0's timings.
+
+    ``options`` are :func:`measure`'s keywords (sizes, ``repeats``, ``seed``). Every wait is bounded by
+    ``timeout`` seconds (:func:`~commlab.comm.launch.run_workers`); a rank that did not return raises
+    RuntimeError with its status and traceback.
+    """
+    results = run_workers(measure_worker, world_size, args=(options,), timeout=timeout, threads=threads)
+    for r in results:
+        if r.status != "ok":
+            raise RuntimeError(f"rank {r.rank} ended {r.status}: {r.error}\n{r.traceback}")
+    return [Timing(**d) for d in results[0].value]
+
+
 def _relative_least_squares(design: np.ndarray, seconds: np.ndarray) -> np.ndarray:
     """Coefficients c minimising Σ ((design @ c − t) / t)²."""
     t = np.asarray(seconds, dtype=float)
@@ -164,6 +179,22 @@ def predict(timing: Timing, flops_per_second: float, link: Link) -> float:
 def residuals(timings: list[Timing], flops_per_second: float, link: Link) -> np.ndarray:
     """measured / modelled − 1 for each timing."""
     return np.array([t.seconds / predict(t, flops_per_second, link) - 1.0 for t in timings])
+
+
+def plot_model_vs_measured(ax, timings: list[Timing], flops_per_second: float, link: Link) -> None:
+    """Draw each timing's measured seconds against the event model's on log–log axes ``ax`` (milliseconds),
+    one marker per kind, with the line measured = model."""
+    markers = {"gemm": "o", "all_reduce": "s", "overlap": "^"}
+    model = [predict(t, flops_per_second, link) * 1e3 for t in timings]
+    for kind, marker in markers.items():
+        pairs = [(m, t.seconds * 1e3) for m, t in zip(model, timings, strict=True) if t.kind == kind]
+        if pairs:
+            ax.loglog(*zip(*pairs, strict=True), marker, ls="none", label=kind.replace("_", "-"))
+    measured = [t.seconds * 1e3 for t in timings]
+    lo, hi = min(model + measured) / 1.5, max(model + measured) * 1.5
+    ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="measured = model")
+    ax.set(xlabel="event model (ms)", ylabel="measured on this machine (ms)")
+    ax.legend()
 
 
 def main(argv=None) -> None:

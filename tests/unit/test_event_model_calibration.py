@@ -4,14 +4,14 @@ closed forms, and a 2-rank measurement returns every kind of timing."""
 import pytest
 
 from commlab.comm import Link
-from commlab.comm.launch import run_workers
 from commlab.systems.calibration import (
     Timing,
     fit_compute,
     fit_link,
     gemm_flops,
     measure,
-    measure_worker,
+    measure_locally,
+    plot_model_vs_measured,
     predict,
     residuals,
 )
@@ -60,14 +60,30 @@ def test_refusals():
         fit_link(flat)
     with pytest.raises(TypeError, match="DistComm"):
         measure(object())
+    with pytest.raises(RuntimeError, match="rank 0 ended error"):  # a bad option fails on every rank
+        measure_locally(2, timeout=60, repeats=0)
 
 
 def test_two_ranks_measure_every_kind():
     options = {"gemm_sizes": (64, 128), "message_bytes": (4096, 65536), "overlaps": ((128, 65536),), "repeats": 2}
-    results = run_workers(measure_worker, 2, args=(options,), timeout=90)
-    for r in results:
-        assert r.status == "ok", f"rank {r.rank} ended {r.status}: {r.error}\n{r.traceback}"
-    timings = [Timing(**d) for d in results[0].value]
+    timings = measure_locally(2, timeout=90, **options)
     assert [t.kind for t in timings] == ["gemm", "gemm", "all_reduce", "all_reduce", "overlap"]
     assert all(t.seconds > 0 and t.ranks == 2 for t in timings)
     assert timings[3].bits == 8 * 65536 and timings[4].flops == gemm_flops(128)
+
+
+def test_the_plot_puts_each_timing_at_model_against_measured():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timings = [Timing(t.kind, t.flops, t.bits, t.ranks, 2 * t.seconds) for t in _synthetic()]  # measured = 2 x model
+    fig, ax = plt.subplots()
+    plot_model_vs_measured(ax, timings, F, LINK)
+    points = {line.get_label(): line.get_xydata() for line in ax.get_lines()}
+    plt.close(fig)
+    assert set(points) == {"gemm", "all-reduce", "overlap", "measured = model"}
+    for kind in ("gemm", "all-reduce", "overlap"):
+        model_ms, measured_ms = points[kind].T
+        assert measured_ms == pytest.approx(2 * model_ms, rel=1e-12)
