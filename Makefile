@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/.torch
 	$(PY) -m pip install --quiet --quiet -e .
 	@touch $@
 
-data: $(VENV)/.installed ## provision every dataset (found, apt-get on Debian as root, or a checksummed download)
+data: $(VENV)/.installed ## provision every dataset and espeak-ng (found, apt-get on Debian as root, or a checksummed download)
 	$(BIN)/commlab data fetch
 
 run: data $(VENV)/.installed-ft ## set up .venv and the data, run every notebook headlessly (PROFILE=quick) → runs/<profile>/summary.md

@@ -1,8 +1,9 @@
 """Provision every dataset the notebooks and tests need: ``commlab data fetch`` (``make data``).
 
-Only Fashion-MNIST has to come from outside the Python packages; the other datasets ship inside
-packages the project installs (scikit-learn's digits and sample photos, scikit-image's photos) or
-inside Python itself (the standard library's source text), and are checked, not fetched.
+Only Fashion-MNIST and the espeak-ng speech synthesiser have to come from outside the Python
+packages; the other datasets ship inside packages the project installs (scikit-learn's digits and
+sample photos, scikit-image's photos) or inside Python itself (the standard library's source text),
+and are checked, not fetched.
 
 Fashion-MNIST is provisioned by the first route that works, in this order:
 
@@ -12,6 +13,10 @@ Fashion-MNIST is provisioned by the first route that works, in this order:
    ``apt-get install -y dataset-fashion-mnist`` (after ``apt-get update`` if the package is not known
    yet);
 3. **download** — the checksummed download into the user cache (skipped when ``COMMLAB_OFFLINE=1``).
+
+espeak-ng (briefs/_conventions.md §3.5: the speech notebooks synthesise their corpus with it) is a
+program, not files: **found** on the PATH, else **apt** (``apt-get install -y espeak-ng``) as above;
+there is no download route.
 
 When every route fails, :class:`DataUnavailable` lists each route with why it failed and the one
 command a person can run to fix it.
@@ -31,6 +36,9 @@ fm = importlib.import_module("commlab.data.fashion_mnist")  # the package re-bin
 
 APT_PACKAGE = "dataset-fashion-mnist"
 """The Debian package that installs Fashion-MNIST under :data:`commlab.data.fashion_mnist.DEBIAN_DIR`."""
+
+ESPEAK_PACKAGE = "espeak-ng"
+"""The Debian package (and the program's name) of the espeak-ng speech synthesiser."""
 
 APT_TIMEOUT_S = 900.0
 """Wall-clock limit of one ``apt-get`` call, in seconds."""
@@ -144,18 +152,10 @@ def fashion_mnist(*, folders: Sequence[Path] | None = None, cache_dir: Path | No
         return Provisioned("fashion-mnist", "found", str(found))
     failures.append(("found", "no folder holds both splits: " + ", ".join(map(str, searched))))
 
-    reason = apt.unavailable()
-    if reason is None:
-        log(f"fashion-mnist: apt-get install -y {APT_PACKAGE}")
-        try:
-            apt.install(APT_PACKAGE)
-        except (OSError, subprocess.SubprocessError) as error:
-            reason = str(error)
-        else:
-            found = _verified_folder([fm.DEBIAN_DIR])
-            if found is not None:
-                return Provisioned("fashion-mnist", "apt", str(found))
-            reason = f"{APT_PACKAGE} installed, but {fm.DEBIAN_DIR} does not hold both splits"
+    found, reason = _by_apt("fashion-mnist", APT_PACKAGE, apt, log, lambda: _verified_folder([fm.DEBIAN_DIR]),
+                            f"{APT_PACKAGE} installed, but {fm.DEBIAN_DIR} does not hold both splits")
+    if found is not None:
+        return Provisioned("fashion-mnist", "apt", str(found))
     failures.append(("apt", reason))
 
     if os.environ.get("COMMLAB_OFFLINE") == "1":
@@ -170,11 +170,54 @@ def fashion_mnist(*, folders: Sequence[Path] | None = None, cache_dir: Path | No
         else:
             return Provisioned("fashion-mnist", "download", str(cache))
 
+    raise _unavailable("Fashion-MNIST", failures, fix_command(cache, urls, has_apt=apt.present()))
+
+
+def _by_apt(name: str, package: str, apt: Apt, log: Callable[[str], None], locate: Callable[[], object],
+            missing: str) -> tuple[object | None, str | None]:
+    """The apt route: ``(where locate() finds it, None)`` after installing ``package``, else ``(None, why)``."""
+    reason = apt.unavailable()
+    if reason is not None:
+        return None, reason
+    log(f"{name}: apt-get install -y {package}")
+    try:
+        apt.install(package)
+    except (OSError, subprocess.SubprocessError) as error:
+        return None, str(error)
+    found = locate()
+    return (found, None) if found is not None else (None, missing)
+
+
+def _unavailable(what: str, failures: list[tuple[str, str]], fix: str) -> DataUnavailable:
     routes = "\n".join(f"  {i}. {route}: {why}" for i, (route, why) in enumerate(failures, 1))
-    raise DataUnavailable(
-        f"Fashion-MNIST could not be provisioned; routes tried, in order:\n{routes}\n"
-        f"Fix: run `{fix_command(cache, urls, has_apt=apt.present())}`, then `make data`."
-    )
+    return DataUnavailable(f"{what} could not be provisioned; routes tried, in order:\n{routes}\n"
+                           f"Fix: run `{fix}`, then `make data`.")
+
+
+def espeak_ng(*, apt: Apt | None = None, which: Callable[[str], str | None] = shutil.which,
+              log: Callable[[str], None] = print) -> Provisioned:
+    """Make the ``espeak-ng`` program available: found on the PATH, else installed by apt (module docstring).
+
+    Args:
+        apt: the package installer (default: :class:`Apt`).
+        which: finds a program on the PATH (default: :func:`shutil.which`).
+        log: called with one line before apt changes the machine.
+
+    Raises:
+        DataUnavailable: neither route worked; the message says why and how to install it by hand.
+    """
+    apt = apt or Apt()
+    found = which(ESPEAK_PACKAGE)
+    if found is not None:
+        return Provisioned("espeak-ng", "found", found)
+    failures = [("found", "espeak-ng is not on the PATH")]
+    found, reason = _by_apt("espeak-ng", ESPEAK_PACKAGE, apt, log, lambda: which(ESPEAK_PACKAGE),
+                            f"{ESPEAK_PACKAGE} installed, but espeak-ng is not on the PATH")
+    if found is not None:
+        return Provisioned("espeak-ng", "apt", found)
+    failures.append(("apt", reason))
+    fix = f"sudo apt-get install -y {ESPEAK_PACKAGE}" if apt.present() else "brew install espeak-ng (macOS)"
+    raise _unavailable("espeak-ng", failures, fix)
 
 
 def _bundled(name: str, check: Callable[[], str]) -> Callable[[], Provisioned]:
@@ -217,6 +260,7 @@ DATASETS: dict[str, Callable[[], Provisioned]] = {
     "digits": _bundled("digits", _digits),
     "photos": _bundled("photos", _photos),
     "stdlib-text": _bundled("stdlib-text", _stdlib_text),
+    "espeak-ng": espeak_ng,
 }
 """Every dataset a notebook or test reads, by name, with the function that provisions it."""
 

@@ -1,4 +1,5 @@
-"""``commlab data fetch``: the route order for Fashion-MNIST, with fake folders, apt and download.
+"""``commlab data fetch``: the route order for Fashion-MNIST and espeak-ng, with fake folders, apt,
+download and PATH.
 
 Nothing here touches the network or the machine's packages: apt and the download are fakes that
 record their calls and, when they "work", put a tiny valid Fashion-MNIST where the real one would go.
@@ -152,4 +153,57 @@ def test_data_fetch_reports_each_dataset(monkeypatch, capsys):
 
 def test_data_fetch_rejects_an_unknown_name(capsys):
     assert cli.main(["data", "fetch", "cifar"]) == 2
-    assert "unknown dataset(s) cifar; known: fashion-mnist, digits, photos, stdlib-text" in capsys.readouterr().err
+    known = "fashion-mnist, digits, photos, stdlib-text, espeak-ng"
+    assert f"unknown dataset(s) cifar; known: {known}" in capsys.readouterr().err
+
+
+class FakeProgramApt:
+    """apt for a program: installing it puts it on the fake PATH."""
+
+    def __init__(self, path: dict, *, unavailable=None, works=True, present=True):
+        self.path, self.reason, self.works, self.has_apt, self.calls = path, unavailable, works, present, []
+
+    def present(self):
+        return self.has_apt
+
+    def unavailable(self):
+        return self.reason
+
+    def install(self, package):
+        self.calls.append(package)
+        if not self.works:
+            raise OSError(f"`apt-get install -y -q {package}` exited with 100: E: Unable to locate package")
+        self.path[package] = f"/usr/bin/{package}"
+
+
+def test_espeak_ng_on_the_path_is_used_and_apt_is_not_called():
+    path = {"espeak-ng": "/opt/bin/espeak-ng"}
+    apt = FakeProgramApt(path)
+    done = provision.espeak_ng(apt=apt, which=path.get, log=lambda line: None)
+    assert (done.route, done.location, apt.calls) == ("found", "/opt/bin/espeak-ng", [])
+
+
+def test_espeak_ng_missing_is_installed_by_apt():
+    path, lines = {}, []
+    apt = FakeProgramApt(path)
+    done = provision.espeak_ng(apt=apt, which=path.get, log=lines.append)
+    assert (done.route, done.location, apt.calls) == ("apt", "/usr/bin/espeak-ng", ["espeak-ng"])
+    assert lines == ["espeak-ng: apt-get install -y espeak-ng"]
+
+
+@pytest.mark.parametrize("apt_state", ["not root", "fails", "no apt-get"])
+def test_espeak_ng_that_cannot_be_installed_is_a_clear_error(apt_state):
+    path = {}
+    apt = FakeProgramApt(path, unavailable="not running as root" if apt_state == "not root" else None,
+                         works=apt_state != "fails", present=apt_state != "no apt-get")
+    if apt_state == "no apt-get":
+        apt.reason = "apt-get is not on the PATH"
+    with pytest.raises(provision.DataUnavailable) as caught:
+        provision.espeak_ng(apt=apt, which=path.get, log=lambda line: None)
+    message = str(caught.value)
+    assert message.startswith("espeak-ng could not be provisioned; routes tried, in order:\n"
+                              "  1. found: espeak-ng is not on the PATH\n  2. apt: ")
+    assert {"not root": "not running as root", "fails": "Unable to locate package",
+            "no apt-get": "apt-get is not on the PATH"}[apt_state] in message
+    fix = "brew install espeak-ng (macOS)" if apt_state == "no apt-get" else "sudo apt-get install -y espeak-ng"
+    assert message.endswith(f"Fix: run `{fix}`, then `make data`.")
