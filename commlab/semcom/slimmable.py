@@ -31,6 +31,8 @@ additions and one bias addition, ``2·k²·in_width`` FLOP in all; ReLU (compari
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -251,7 +253,8 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
 
 def train_slimmable(model: SlimmableSplitCNN, images: torch.Tensor, labels: torch.Tensor, *, steps: int,
                     batch_size: int, lr: float, generator: torch.Generator, teacher_logits: torch.Tensor | None = None,
-                    temperature: float = 2.0, random_widths: int = 2) -> list[float]:
+                    temperature: float = 2.0, random_widths: int = 2,
+                    on_step: Callable[[int, torch.optim.Optimizer], None] | None = None) -> list[float]:
     """Train every width of ``model`` with the sandwich rule (Adam); returns the summed loss of each step.
 
     Each step draws a minibatch (:class:`~commlab.data.batches.EpochBatches`) and the widths of
@@ -264,6 +267,8 @@ def train_slimmable(model: SlimmableSplitCNN, images: torch.Tensor, labels: torc
         images: float ``[N, 1, 28, 28]``; labels: int64 ``[N]``.
         steps: optimiser steps; batch_size: minibatch size (<= N); lr: Adam learning rate.
         generator: the only source of randomness (batch order and widths).
+        on_step: called as ``on_step(step, optimizer)`` after each optimiser step (from 1), e.g. to set a learning
+            rate schedule (as in :func:`~commlab.models.fit.fit_classifier`).
     """
     steps = check_int("steps", steps, low=1)
     if len(images) != len(labels) or (teacher_logits is not None and len(teacher_logits) != len(labels)):
@@ -273,7 +278,7 @@ def train_slimmable(model: SlimmableSplitCNN, images: torch.Tensor, labels: torc
     batches = EpochBatches(len(labels), batch_size, generator)
     model.train()
     losses = []
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         idx = next(batches)
         x, y = images[idx], labels[idx]
         optimizer.zero_grad(set_to_none=True)
@@ -288,6 +293,8 @@ def train_slimmable(model: SlimmableSplitCNN, images: torch.Tensor, labels: torc
             total += loss.item()
         optimizer.step()
         losses.append(total)
+        if on_step is not None:
+            on_step(step, optimizer)
     model.set_width(model.slices)
     model.eval()
     return losses
