@@ -15,7 +15,9 @@ the answer F(P, L), O(P·L²). The naive repair gives the lost stage's layers to
 
 (the last micro-batch leaves the bottleneck m − 1 stage-times after the first), so its bubble — the idle
 share of the P·T stage-seconds — is 1 − m·Σ_p C_p/(P·T), (P − 1)/(m + P − 1) for equal stages and τ = 0
-(:func:`bubble_fraction`). :func:`simulate_pipeline` runs the same pipeline on the engine.
+(:func:`bubble_fraction`). :func:`simulate_pipeline` runs the same pipeline on the engine. With several
+data-parallel pipelines, one of them degraded, :func:`balance_micro_batches` re-slices the global batch's
+micro-batches over them so that the slowest finishes first.
 
 **Recovery of the lost state.** A ZeRO-sharded state of S bits over W data-parallel ranks: rank r holds
 shard r (S/W bits) and an in-memory snapshot of others' shards. After rank v is lost, its shard is
@@ -173,6 +175,27 @@ def simulate_pipeline(stage_cost, micro_batches: int, *, link: Link | None = Non
     return float(last.value)
 
 
+def balance_micro_batches(pipelines, micro_batches: int) -> tuple[int, ...]:
+    """Micro-batches per data-parallel pipeline (ElasWave's dataflow re-slicing), the global batch kept:
+    the m_q >= 1, Σ_q m_q = ``micro_batches``, minimising the step time max_q T_q(m_q) with T_q of
+    :func:`pipeline_seconds`. T_q(m) = Σ_p C_qp + (m − 1)·max_p C_qp is affine in m, so giving each
+    micro-batch in turn to the pipeline whose T_q grows to the smallest value is optimal.
+
+    Args:
+        pipelines: one sequence of stage costs C_qp (seconds) per pipeline q.
+        micro_batches: the total number of micro-batches, at least one per pipeline.
+    """
+    C = [_costs(stages) for stages in pipelines]
+    if not C:
+        raise ValueError("pipelines must hold at least one pipeline")
+    total = check_int("micro_batches", micro_batches, low=len(C))
+    m = [1] * len(C)
+    for _ in range(total - len(C)):
+        q = min(range(len(C)), key=lambda q: (pipeline_seconds(C[q], m[q] + 1), q))
+        m[q] += 1
+    return tuple(m)
+
+
 STRATEGIES = ("interleaved", "neighbour")
 
 
@@ -255,6 +278,7 @@ def random_costs(layers: int, rng: np.random.Generator, *, low: float = 0.5, hig
     return rng.uniform(low, high, size=L)
 
 
-__all__ = ["STRATEGIES", "absorb_lost_stage", "brute_force_partition", "bubble_fraction", "checkpoint_seconds",
-           "communicator_seconds", "dvfs_plan", "min_max_partition", "pipeline_seconds", "random_costs",
-           "recovery_traffic", "simulate_pipeline", "simulate_transfers", "stage_costs", "transfer_seconds"]
+__all__ = ["STRATEGIES", "absorb_lost_stage", "balance_micro_batches", "brute_force_partition", "bubble_fraction",
+           "checkpoint_seconds", "communicator_seconds", "dvfs_plan", "min_max_partition", "pipeline_seconds",
+           "random_costs", "recovery_traffic", "simulate_pipeline", "simulate_transfers", "stage_costs",
+           "transfer_seconds"]

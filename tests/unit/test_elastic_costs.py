@@ -10,6 +10,7 @@ import pytest
 from commlab.comm.link import Link
 from commlab.systems.elastic import (
     absorb_lost_stage,
+    balance_micro_batches,
     brute_force_partition,
     bubble_fraction,
     checkpoint_seconds,
@@ -129,3 +130,21 @@ def test_refusals():
         recovery_traffic(1e9, 1, 0)
     with pytest.raises(TypeError):
         random_costs(4, 0)
+
+
+def test_micro_batch_balance_is_optimal_against_every_split():
+    import itertools
+
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        pipes = [random_costs(int(rng.integers(2, 5)), rng) for _ in range(3)]
+        total = int(rng.integers(3, 13))
+        m = balance_micro_batches(pipes, total)
+        assert sum(m) == total and min(m) >= 1
+        step = max(pipeline_seconds(c, k) for c, k in zip(pipes, m, strict=True))
+        best = min(max(pipeline_seconds(c, k) for c, k in zip(pipes, split, strict=True))
+                   for split in itertools.product(range(1, total + 1), repeat=3) if sum(split) == total)
+        assert step == pytest.approx(best, rel=1e-12)
+    assert balance_micro_batches([[1.0, 1.0], [1.0, 1.0]], 8) == (4, 4)
+    with pytest.raises(ValueError):
+        balance_micro_batches([[1.0], [1.0]], 1)
