@@ -30,11 +30,11 @@ d values per rank, and g changes with W in its last bits (floating-point reassoc
 **Losing a rank** (:func:`elastic_worker`, real processes). A failed collective raises
 :class:`~commlab.comm.communicator.CommunicationError` (a peer's closed socket, or the collective
 timeout). The survivors then agree on who is left through the process group's store: each writes a
-key for the failed round, waits at most ``grace`` seconds for the other members' keys, and counts the
-missing ones dead; they build a process group of the survivors (``new_group`` with local
-synchronisation, so the dead rank is not waited for), check that they agree (one hash), and redo the
-step that failed from the parameters before it (the step was never applied: an in-memory snapshot of
-one step). Every wait is bounded.
+key for the failed round, waits at most ``grace`` seconds (more than the collective timeout) for the
+other members' keys, and counts the missing ones dead; after a bounded barrier they build a process
+group of the survivors (``new_group`` with local synchronisation, so the dead rank is not waited for),
+check that they agree (one hash), and redo the step that failed from the parameters before it (the
+step was never applied: an in-memory snapshot of one step). Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from datetime import timedelta
 import torch
 import torch.nn.functional as F
 
-from commlab._checks import check_choice, check_int, check_nonnegative, check_positive, check_probability
+from commlab._checks import check_choice, check_int, check_positive, check_probability
 from commlab.comm.communicator import CommunicationError, Communicator, DistComm, SimComm
 from commlab.comm.faults import Faults
 from commlab.comm.hashing import state_hash
@@ -276,9 +276,11 @@ class RealRun:
         plan: the :class:`SlicingPlan` (its ``world_size`` is the launched world).
         steps, lr, reduction: the training run.
         faults: a :class:`~commlab.comm.faults.Faults` schedule (e.g. a rank's ``os._exit`` before a step).
-        grace: seconds a survivor waits for the other members after a failed collective (more than the
-            collective timeout, which bounds how late a live survivor notices the failure).
-        group_timeout: seconds the survivors' new process group may take to form.
+        collective_timeout: seconds a collective may wait, on the survivors' groups; give
+            :func:`~commlab.comm.launch.run_workers` the same for the launched world.
+        grace: seconds a survivor waits for the other members after a failed collective; more than
+            ``collective_timeout``, which bounds how much later than the first a live survivor notices.
+        group_timeout: seconds the survivors wait for each other before they build their group.
     """
 
     x: torch.Tensor
@@ -293,8 +295,16 @@ class RealRun:
     lr: float
     reduction: str = "canonical"
     faults: Faults = Faults()
-    grace: float = 4.0
-    group_timeout: float = 20.0
+    collective_timeout: float = 30.0
+    grace: float = 35.0
+    group_timeout: float = 60.0
+
+    def __post_init__(self):
+        timeout = check_positive("collective_timeout", self.collective_timeout)
+        if check_positive("grace", self.grace) <= timeout:
+            raise ValueError(f"grace = {self.grace} s must exceed collective_timeout = {timeout} s, or a live "
+                             "survivor still waiting in the failed collective would be counted dead")
+        check_positive("group_timeout", self.group_timeout)
 
     def task(self) -> DropoutMLPTask:
         return DropoutMLPTask(self.x, self.y, self.sizes, dropout=self.dropout, seed=self.seed,
@@ -340,9 +350,10 @@ def _real_run(rank: int, world_size: int, run: RealRun, index: int) -> dict:
                 break
             except CommunicationError:
                 detected = time.perf_counter()
-                members = _agree_on_survivors(dist, members, rank, f"{index}/{step}", run.grace)
+                members = _agree_on_survivors(dist, members, rank, f"{index}/{step}", run.grace,
+                                              run.group_timeout)
                 agreed = time.perf_counter()
-                group = dist.new_group(members, timeout=timedelta(seconds=run.group_timeout),
+                group = dist.new_group(members, timeout=timedelta(seconds=run.collective_timeout),
                                        use_local_synchronization=True)
                 comm = DistComm(group)
                 comm.check_same("survivor set", tuple(members))
@@ -356,17 +367,28 @@ def _real_run(rank: int, world_size: int, run: RealRun, index: int) -> dict:
             "bytes_per_rank": sum(sent) / max(len(sent), 1)}
 
 
-def _agree_on_survivors(dist, members: list[int], rank: int, round_name: str, grace: float) -> list[int]:
+def _agree_on_survivors(dist, members: list[int], rank: int, round_name: str, grace: float,
+                        timeout: float) -> list[int]:
     """The members that reach the failed round within ``grace`` seconds: each survivor sets its key in
-    the process group's store and polls the others' until its deadline (a bounded wait)."""
-    grace = check_nonnegative("grace", grace)
+    the process group's store and polls the others' until its deadline (a bounded wait). Then a
+    barrier of the survivors (at most ``timeout`` seconds), so that they build their group together."""
     store = dist.distributed_c10d._get_default_store()
     prefix = f"commlab/elastic/{round_name}/{','.join(map(str, members))}"
-    store.set(f"{prefix}/{rank}", "alive")
-    deadline = time.perf_counter() + grace
+    seen = _wait_for_keys(store, f"{prefix}/alive", members, rank, grace)
+    ready = _wait_for_keys(store, f"{prefix}/ready/{','.join(map(str, seen))}", seen, rank, timeout)
+    if ready != seen:
+        raise CommunicationError(f"rank {rank}: survivors {sorted(set(seen) - set(ready))} did not come to "
+                                 f"build the new group within {timeout} s")
+    return seen
+
+
+def _wait_for_keys(store, prefix: str, ranks: list[int], rank: int, seconds: float) -> list[int]:
+    """Set ``prefix/rank``; return the ranks whose key appears within ``seconds`` (sorted)."""
+    store.set(f"{prefix}/{rank}", "1")
+    deadline = time.perf_counter() + seconds
     seen = {rank}
-    while time.perf_counter() < deadline and len(seen) < len(members):
-        seen |= {r for r in members if r not in seen and store.check([f"{prefix}/{r}"])}
+    while len(seen) < len(ranks) and time.perf_counter() < deadline:
+        seen |= {r for r in ranks if r not in seen and store.check([f"{prefix}/{r}"])}
         time.sleep(0.01)
     return sorted(seen)
 
