@@ -45,7 +45,8 @@ def _log_prior(prior, J: int) -> torch.Tensor:
             raise ValueError(f"prior must be 'uniform', 'simple_avg' or a vector of {J} probabilities, got {prior!r}")
         return torch.full((J,), -math.log(J), dtype=torch.float64)
     prior = torch.as_tensor(prior, dtype=torch.float64)
-    if prior.shape != (J,) or (prior < 0).any() or not torch.isfinite(prior).all() or abs(float(prior.sum()) - 1) > 1e-6:
+    valid = prior.shape == (J,) and bool((prior >= 0).all()) and bool(torch.isfinite(prior).all())
+    if not valid or abs(float(prior.sum()) - 1) > 1e-6:
         raise ValueError(f"prior must be {J} non-negative probabilities summing to 1, got {prior.tolist()}")
     return prior.log()
 

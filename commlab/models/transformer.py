@@ -118,11 +118,12 @@ class TinyTransformer(nn.Module):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating dtype, got {dtype}")
-        self.embed = nn.Embedding(self.vocab, self.d_model)
-        self.position = nn.Embedding(self.context, self.d_model)
-        self.blocks = nn.ModuleList(Block(self.d_model, self.n_heads, self.d_ff) for _ in range(self.n_layers))
-        self.ln_f = nn.LayerNorm(self.d_model)
-        self.head = None if tied else nn.Linear(self.d_model, self.vocab, bias=False)
+        with torch.random.fork_rng(devices=[]):  # the layers' default draws are overwritten below: keep them
+            self.embed = nn.Embedding(self.vocab, self.d_model)  # off the global generator
+            self.position = nn.Embedding(self.context, self.d_model)
+            self.blocks = nn.ModuleList(Block(self.d_model, self.n_heads, self.d_ff) for _ in range(self.n_layers))
+            self.ln_f = nn.LayerNorm(self.d_model)
+            self.head = None if tied else nn.Linear(self.d_model, self.vocab, bias=False)
         self.to(dtype)
         self._init_parameters(generator)
 
