@@ -23,8 +23,12 @@ random draw takes an explicit ``torch.Generator``.
 * :func:`dps`: diffusion posterior sampling (Chung et al., 2023, Algorithm 1): the prior's reverse SDE
   plus the step ``−ζ/‖y − A x̂_0‖ · ∇_x ‖y − A x̂_0(x)‖²`` through the Tweedie estimate
   ``x̂_0 = (x + (1 − ᾱ_t) ∇log p_t(x)) / √ᾱ_t`` (the heuristic approximation the paper removes).
+* :func:`twisted_smc`: commlab's reference sampler, not the paper's: twisted SMC (Wu et al., 2023) along the
+  prior's discretised reverse SDE with an intermediate likelihood ``L_t(x) = ∫ p(y | x_0) p(x_0 | x_t = x) dx_0``
+  as the twist (:meth:`GaussianMixture.twist` gives the exact one, available only for this toy).
 * :func:`reverse_sde`: the plain reverse SDE for any score (with a posterior mixture's exact score it is
   an oracle that has only the time-discretisation error).
+* :func:`fit_score`: a learned score, a small MLP trained by denoising score matching on prior draws.
 * :func:`random_walk_metropolis`, :func:`effective_sample_size`, :func:`systematic_resample`.
 """
 
@@ -37,6 +41,7 @@ from dataclasses import dataclass, field
 import torch
 
 from commlab._checks import check_int, check_positive, check_real_number
+from commlab.seeding import seeded_init
 
 Score = Callable[[torch.Tensor, float], torch.Tensor]
 DTYPE = torch.float64
@@ -127,6 +132,15 @@ class LinearGaussianObservation:
         return float((self.A * self.A).sum()) / self.noise_std**2
 
 
+@dataclass(frozen=True)
+class Twist:
+    """An intermediate likelihood ``L_t(x) ≈ p(y | x_t = x)`` for :func:`twisted_smc`: ``log(x, t)`` ``[N]``
+    and its gradient ``grad(x, t)`` ``[N, d]`` at forward time ``t``."""
+
+    log: Callable[[torch.Tensor, float], torch.Tensor]
+    grad: Callable[[torch.Tensor, float], torch.Tensor]
+
+
 class GaussianMixture:
     """``p(x) = Σ_k π_k N(x; m_k, C_k)``: ``weights`` ``[K]`` (normalised), ``means`` ``[K, d]``,
     ``covs`` ``[K, d, d]`` (symmetric positive definite)."""
@@ -209,6 +223,15 @@ class GaussianMixture:
         means = self.means + torch.einsum("kdm,km->kd", gain, resid)
         covs = self.covs - gain @ A @ self.covs
         return GaussianMixture(weights, means, 0.5 * (covs + covs.transpose(1, 2)))
+
+    def twist(self, sde: VPSDE, obs: LinearGaussianObservation) -> Twist:
+        """The exact intermediate likelihood of this prior, ``L_t(x) = ∫ p(y | x_0) p(x_0 | x_t = x) dx_0
+        = p_t(x | y) p(y) / p_t(x)`` (``p_t(· | y)``: the posterior mixture noised to time t), so
+        ``log L_t = log p_t(x | y) − log p_t(x) + log p(y)`` and ``∇log L_t = ∇log p_t(x | y) − ∇log p_t(x)``;
+        at ``t = 0`` it is ``log N(y; A x, σ_y² I)``."""
+        post, log_z = self.posterior(obs), self.log_evidence(obs)
+        return Twist(lambda x, t: post.noised(sde, t).log_prob(x) - self.noised(sde, t).log_prob(x) + log_z,
+                     lambda x, t: post.noised(sde, t).score(x) - self.noised(sde, t).score(x))
 
     def log_evidence(self, obs: LinearGaussianObservation) -> float:
         """``log p(y) = log Σ_k π_k N(y; A m_k, A C_k Aᵀ + σ_y² I)``."""
@@ -328,6 +351,50 @@ def weighted_particles(score: Score, sde: VPSDE, obs: LinearGaussianObservation,
     return ParticleResult(x, lw - torch.logsumexp(lw, 0), ess, resamples)
 
 
+def twisted_smc(score: Score, twist: Twist, sde: VPSDE, obs: LinearGaussianObservation, n: int, d: int, *,
+                steps: int, generator: torch.Generator, ess_threshold: float = 0.5,
+                t_min: float = 1e-3) -> ParticleResult:
+    """Twisted SMC along the prior's Euler–Maruyama reverse chain (Wu et al., 2023; commlab's reference).
+
+    Targets ``γ_i(x_{0:i}) ∝ p̃(x_{0:i}) L_{t_i}(x_i)``, ``p̃`` the chain ``x' ~ N(m, βh I)``,
+    ``m = x + h(½βx + β s(x, t))`` started at ``N(0, I)``, and ``L_{t_n}`` replaced by the exact likelihood
+    ``N(y; A x, σ_y² I)`` at the end, so the weighted particles target ``p̃(x) p(y | x)`` (the same law as
+    :func:`weighted_particles`). Proposal ``x' ~ N(m + hβ ∇log L_t(x), βh I)``; weight increment
+    ``log p̃(x' | x) − log q(x' | x) + log L_{t'}(x') − log L_t(x)``. Initial weights ``L_1(x)``.
+    With the exact twist the proposal is the posterior's own reverse SDE and the weights only correct the
+    time discretisation. Resample (systematic) when ESS < ``ess_threshold · N``.
+    """
+    _check_sampler(n, steps, obs, d)
+    if not isinstance(twist, Twist):
+        raise TypeError(f"twist must be a Twist, got {type(twist).__name__}")
+    threshold = check_real_number("ess_threshold", ess_threshold, low=0.0, high=1.0)
+    generator = _generator(generator)
+    grid = sde.grid(steps, t_min)
+    m = obs.A.shape[0]
+    log_norm = -0.5 * m * math.log(2 * math.pi * obs.noise_std**2)
+    x = torch.randn((n, d), dtype=DTYPE, generator=generator)
+    log_l = twist.log(x, float(grid[0]))
+    lw = log_l.clone()
+    ess, resamples = torch.empty(steps, dtype=DTYPE), 0
+    for i in range(steps):
+        t, h = float(grid[i]), float(grid[i] - grid[i + 1])
+        beta = sde.beta(t)
+        prior_mean = x + h * (0.5 * beta * x + beta * score(x, t))
+        shift = h * beta * twist.grad(x, t)                                       # guidance toward y
+        noise = math.sqrt(beta * h) * torch.randn((n, d), dtype=DTYPE, generator=generator)
+        x = prior_mean + shift + noise
+        log_ratio = (((noise * noise).sum(1) - ((noise + shift) ** 2).sum(1)) / (2 * beta * h))  # log p̃/q
+        new_log_l = (twist.log(x, float(grid[i + 1])) if i + 1 < steps
+                     else log_norm - obs.neg_log_likelihood(x))                   # exact p(y | x) at the end
+        lw = lw + log_ratio + new_log_l - log_l
+        log_l = new_log_l
+        ess[i] = effective_sample_size(lw)
+        if ess[i] < threshold * n:
+            idx = systematic_resample(lw, generator)
+            x, log_l, lw, resamples = x[idx], log_l[idx], torch.zeros(n, dtype=DTYPE), resamples + 1
+    return ParticleResult(x, lw - torch.logsumexp(lw, 0), ess, resamples)
+
+
 def _reverse_step(x, score_x, sde, t, h, generator):
     beta = sde.beta(t)
     noise = torch.randn(x.shape, dtype=DTYPE, generator=generator)
@@ -372,6 +439,50 @@ def dps(score: Score, sde: VPSDE, obs: LinearGaussianObservation, n: int, d: int
             x = _reverse_step(x, s.detach(), sde, t, h, generator)
             x = x - zeta * grad / norms.detach().clamp_min(1e-12)[:, None]
     return x.detach()
+
+
+def fit_score(samples: torch.Tensor, sde: VPSDE, *, generator: torch.Generator, hidden: int = 128,
+              steps: int = 2000, batch_size: int = 512, lr: float = 2e-3, t_min: float = 1e-3) -> Score:
+    """A learned score ``s_θ(x, t) = −ε_θ(x, t) / √(1 − ᾱ_t)`` from prior draws ``samples`` ``[M, d]``.
+
+    ``ε_θ``: MLP ``[x, t] → hidden → hidden → d`` (SiLU), trained with Adam (``lr``, ``steps`` minibatches of
+    ``batch_size``) on denoising score matching (Vincent, 2011; Ho et al., 2020):
+    ``E_{x_0, t ~ U(t_min, 1), ε} ‖ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t) − ε‖²``. Initial weights and every minibatch
+    come from ``generator``; the returned callable evaluates without gradients to the parameters."""
+    x0 = _matrix("samples", samples, 2)
+    check_int("hidden", hidden, low=1)
+    check_int("steps", steps, low=1)
+    check_int("batch_size", batch_size, low=1)
+    lr = check_positive("lr", lr)
+    check_real_number("t_min", t_min, low=0.0, high=1.0)
+    generator = _generator(generator)
+    d = x0.shape[1]
+    with seeded_init(int(torch.randint(2**62, (), generator=generator))):
+        net = torch.nn.Sequential(torch.nn.Linear(d + 1, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden),
+                                  torch.nn.SiLU(), torch.nn.Linear(hidden, d)).to(DTYPE)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+
+    def sigma(t):                                                                # √(1 − ᾱ_t), [B, 1]
+        return torch.sqrt(1 - torch.exp(-sde.beta_min * t - 0.5 * (sde.beta_max - sde.beta_min) * t * t))
+
+    for _ in range(steps):
+        idx = torch.randint(x0.shape[0], (batch_size,), generator=generator)
+        t = t_min + (1 - t_min) * torch.rand((batch_size, 1), dtype=DTYPE, generator=generator)
+        eps = torch.randn((batch_size, d), dtype=DTYPE, generator=generator)
+        s_t = sigma(t)
+        xt = torch.sqrt(1 - s_t * s_t) * x0[idx] + s_t * eps                     # x_t = √ᾱ x_0 + √(1 − ᾱ) ε
+        loss = (net(torch.cat([xt, t], 1)) - eps).square().sum(1).mean()         # ‖ε_θ − ε‖²
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    net.requires_grad_(False)
+
+    def score(x: torch.Tensor, t: float) -> torch.Tensor:
+        tt = torch.full((x.shape[0], 1), float(t), dtype=DTYPE)
+        return -net(torch.cat([x, tt], 1)) / sigma(tt)
+    return score
 
 
 def random_walk_metropolis(log_density: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, *,

@@ -10,12 +10,15 @@ from commlab.ensembles.posterior_sampling import (
     VPSDE,
     GaussianMixture,
     LinearGaussianObservation,
+    Twist,
     dps,
     effective_sample_size,
+    fit_score,
     mode_weight_error,
     random_walk_metropolis,
     reverse_sde,
     systematic_resample,
+    twisted_smc,
     weighted_particles,
 )
 from commlab.ensembles.sample_distances import mmd_rbf, sliced_wasserstein
@@ -104,6 +107,79 @@ def test_posterior_density_is_prior_times_likelihood_in_10d():
     lhs = post.log_prob(x)
     rhs = gm.log_prob(x) - obs.neg_log_likelihood(x) - 5 * 0.5 * math.log(2 * math.pi * 0.01) - gm.log_evidence(obs)
     assert torch.allclose(lhs, rhs, atol=1e-8)
+
+
+def test_twist_is_the_intermediate_likelihood_by_1d_quadrature():
+    # L_t(x) = ∫ N(y; a x_0, σ²) p(x_0 | x_t = x) dx_0 with p(x_0 | x_t) ∝ p(x_0) N(x_t; √ᾱ x_0, 1 − ᾱ) on a grid
+    gm = GaussianMixture(torch.tensor([0.5, 0.3, 0.2], dtype=D), torch.tensor([[-2.0], [0.5], [3.0]], dtype=D),
+                         torch.tensor([[[0.3]], [[0.8]], [[0.2]]], dtype=D))
+    obs = LinearGaussianObservation(torch.tensor([[0.7]], dtype=D), torch.tensor([0.4], dtype=D), 0.2)
+    sde = VPSDE()
+    twist = gm.twist(sde, obs)
+    u = torch.linspace(-10, 10, 100_001, dtype=D)[:, None]
+    lik = torch.exp(-obs.neg_log_likelihood(u)) / math.sqrt(2 * math.pi * 0.04)
+    xt = torch.tensor([[-1.3], [0.2], [1.7]], dtype=D)
+    for t in (0.05, 0.3, 0.8):
+        a = sde.alpha_bar(t)
+        kern = torch.exp(-(xt[:, 0][None, :] - math.sqrt(a) * u) ** 2 / (2 * (1 - a)))      # [G, 3]
+        joint = gm.log_prob(u).exp()[:, None] * kern
+        expected = torch.log((lik[:, None] * joint).sum(0) / joint.sum(0))
+        assert torch.allclose(twist.log(xt, t), expected, atol=1e-7)
+    # t = 0: the likelihood itself, normalising constant included
+    assert torch.allclose(twist.log(xt, 0.0), -obs.neg_log_likelihood(xt) - 0.5 * math.log(2 * math.pi * 0.04),
+                          atol=1e-9)
+    # the gradient is the autograd of the log
+    x = torch.randn((20, 1), generator=gen(30), dtype=D).requires_grad_(True)
+    (auto,) = torch.autograd.grad(twist.log(x, 0.4).sum(), x)
+    assert torch.allclose(twist.grad(x.detach(), 0.4), auto, atol=1e-9)
+
+
+def test_twisted_smc_with_the_exact_twist_samples_the_posterior():
+    gm, obs = _problem(m=1)
+    obs = LinearGaussianObservation(obs.A, obs.y, 0.1)
+    sde = VPSDE()
+    post = gm.posterior(obs)
+    r = twisted_smc(gm.exact_score(sde), gm.twist(sde, obs), sde, obs, 4000, 2, steps=100, generator=gen(31))
+    assert float(r.weights.sum()) == pytest.approx(1.0, abs=1e-12)
+    assert float(r.ess.min()) > 0.3 * 4000            # the exact twist leaves only discretisation to correct
+    assert mode_weight_error(post, r.x, r.weights) < 0.02
+    assert mmd_rbf(r.x, post.sample(4000, gen(32)), bandwidth=1.0, x_weights=r.weights) < 0.04
+    again = twisted_smc(gm.exact_score(sde), gm.twist(sde, obs), sde, obs, 4000, 2, steps=100, generator=gen(31))
+    assert torch.equal(r.x, again.x) and torch.equal(r.log_weights, again.log_weights)
+
+
+def test_twisted_smc_weights_correct_a_wrong_twist():
+    # half the exact log-twist: the proposal is off, so only the weights (and resampling) can bring the
+    # particles to the posterior
+    gm, obs = _problem(m=1)
+    obs = LinearGaussianObservation(obs.A, obs.y, 0.1)
+    sde = VPSDE()
+    post = gm.posterior(obs)
+    exact = gm.twist(sde, obs)
+    half = Twist(lambda x, t: 0.5 * exact.log(x, t), lambda x, t: 0.5 * exact.grad(x, t))
+    r = twisted_smc(gm.exact_score(sde), half, sde, obs, 4000, 2, steps=100, generator=gen(33))
+    assert r.resamples > 0
+    assert mode_weight_error(post, r.x, r.weights) < 0.03
+
+
+def test_fit_score_learns_the_mixture_score_and_is_seeded():
+    gm, sde = mixture(d=2), VPSDE()
+    draws = gm.sample(20_000, gen(40))
+    learned = fit_score(draws, sde, generator=gen(41), hidden=64, steps=600, batch_size=256)
+    untrained = fit_score(draws, sde, generator=gen(41), hidden=64, steps=1, batch_size=256)
+    exact = gm.exact_score(sde)
+    for t in (0.1, 0.5):
+        x = sde.perturb(gm.sample(2000, gen(42)), t, gen(43))                     # x ~ p_t
+        ref = exact(x, t)
+        rel = float((learned(x, t) - ref).square().sum(1).mean() / ref.square().sum(1).mean())
+        rel0 = float((untrained(x, t) - ref).square().sum(1).mean() / ref.square().sum(1).mean())
+        assert rel < 0.3 < rel0
+    again = fit_score(draws, sde, generator=gen(41), hidden=64, steps=5, batch_size=256)
+    other = fit_score(draws, sde, generator=gen(41), hidden=64, steps=5, batch_size=256)
+    x = torch.randn((10, 2), generator=gen(44), dtype=D)
+    assert torch.equal(again(x, 0.3), other(x, 0.3))
+    with pytest.raises(ValueError, match="samples"):
+        fit_score(torch.zeros(5, dtype=D), sde, generator=gen())
 
 
 def test_ess_and_systematic_resampling():
@@ -240,6 +316,8 @@ def test_bad_input():
         weighted_particles(gm.exact_score(sde), sde, obs2, 10, 2, steps=5, generator=gen(), reweighting="x")
     with pytest.raises(ValueError, match="ess_threshold"):
         weighted_particles(gm.exact_score(sde), sde, obs2, 10, 2, steps=5, generator=gen(), ess_threshold=2.0)
+    with pytest.raises(TypeError, match="twist"):
+        twisted_smc(gm.exact_score(sde), None, sde, obs2, 10, 2, steps=5, generator=gen())
     with pytest.raises(ValueError, match="step_size"):
         dps(gm.exact_score(sde), sde, obs2, 10, 2, steps=5, generator=gen(), step_size=0.0)
     with pytest.raises(ValueError, match="beta_max"):
