@@ -139,3 +139,41 @@ def test_stderr_to_sends_descriptor_2_to_a_file_and_restores_it(tmp_path):
         os.write(2, b"from the Lighthouse\n")
     assert os.fstat(2).st_ino == before
     assert log.read_text() == "from the Lighthouse\n"
+
+
+class Failing:
+    """A stand-in Manager with a one-replica process group; with ``fail=True`` its all-gather fails half-way:
+    it leaves NaN in the output and the Manager records the error (``errored()``), as torchft does."""
+
+    _use_async_quorum = False
+    _timeout = timedelta(seconds=1)
+
+    def __init__(self, fail=False):
+        self.fail, self.error = fail, None
+        self._pg = self
+
+    def errored(self):
+        return self.error
+
+    def allgather(self, outputs, inputs, options):
+        if self.fail:
+            outputs[0][0].fill_(float("nan"))
+            self.error = RuntimeError("connection reset by peer")
+        else:
+            outputs[0][0].copy_(inputs[0])
+        return self
+
+    def wait(self, timeout=None):
+        return True
+
+
+def gathered(cls, fail):
+    comm = cls(Failing(fail))
+    comm.quorums = 1  # as after the first quorum
+    return comm.all_gather(torch.arange(6.0).reshape(1, 6)).wait()
+
+
+def test_zeroed_comm_returns_zeros_from_a_failed_gather_and_the_rows_otherwise():
+    assert torch.equal(gathered(ft_churn.ZeroedFTComm, False), torch.arange(6.0).reshape(1, 6))
+    assert torch.equal(gathered(ft_churn.ZeroedFTComm, True), torch.zeros(1, 6))
+    assert gathered(ft_churn.FTComm, True).isnan().all()  # what FTComm hands back: what ZeroedFTComm guards against
