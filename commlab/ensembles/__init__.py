@@ -8,4 +8,6 @@ with an online neural router for drifting streams (:mod:`~commlab.ensembles.drif
 sampling with diffusion priors — Gaussian mixtures with exact scores along a VP SDE, the exact
 posterior of a linear-Gaussian observation, DPS and a weighted-particle sampler
 (:mod:`~commlab.ensembles.posterior_sampling`) — and distances between weighted samples (MMD, sliced
-Wasserstein; :mod:`~commlab.ensembles.sample_distances`). Sub-modules are imported directly."""
+Wasserstein; :mod:`~commlab.ensembles.sample_distances`), and the domain posterior of a
+Branch-Train-Merge ensemble of experts (:mod:`~commlab.ensembles.routing`). Sub-modules are imported
+directly."""
