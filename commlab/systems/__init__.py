@@ -10,4 +10,6 @@ a row-parallel layer's GEMM + reduce-scatter overlap with memory contention (T3,
 :mod:`~commlab.systems.faults`), ECMP against planned paths on a leaf–spine fabric (C4P,
 :mod:`~commlab.systems.paths`), one MoE layer's coarse and tile-level overlap (Comet,
 :mod:`~commlab.systems.moe_overlap`) and MoE layer schedules with gradient partitioning (FSMoE,
-:mod:`~commlab.systems.moe_schedule`). Sub-modules are imported directly."""
+:mod:`~commlab.systems.moe_schedule`), and the costs of elastic training after a rank is lost —
+pipeline re-partitioning, recovery traffic, checkpoint reload (ElasWave, :mod:`~commlab.systems.elastic`).
+Sub-modules are imported directly."""

@@ -6,7 +6,12 @@
   gradient hook under torchrun;
 * :mod:`~commlab.train.outer` — ``python -m commlab.train.outer``: the outer methods (DiLoCo, NoLoCo,
   CO2, ...) on real ranks under torchrun;
-* :mod:`~commlab.train.ddp_simulator` — the same data-parallel training on a simulated link.
+* :mod:`~commlab.train.ddp_simulator` — the same data-parallel training on a simulated link;
+* :mod:`~commlab.train.elastic_dp` — data parallelism that keeps its trajectory when a rank is lost
+  (micro-batches re-sliced over the survivors, per-sample random streams, a reduction whose bits do
+  not depend on the world size), simulated and on real gloo ranks;
+* :mod:`~commlab.train.ft_churn` — DiLoCo under churn on real torchft replicas (kill, join, heal),
+  with the shared state's hash logged at every outer step.
 
 Sub-modules are imported directly.
 """
