@@ -9,5 +9,7 @@ sampling with diffusion priors — Gaussian mixtures with exact scores along a V
 posterior of a linear-Gaussian observation, DPS and a weighted-particle sampler
 (:mod:`~commlab.ensembles.posterior_sampling`) — and distances between weighted samples (MMD, sliced
 Wasserstein; :mod:`~commlab.ensembles.sample_distances`), and the domain posterior of a
-Branch-Train-Merge ensemble of experts (:mod:`~commlab.ensembles.routing`). Sub-modules are imported
-directly."""
+Branch-Train-Merge ensemble of experts (:mod:`~commlab.ensembles.routing`), the diversity terms of
+jointly trained ensembles — Jensen gap, entropy gap (:mod:`~commlab.ensembles.diversity`) — and
+margin losses with EnsLoss's random calibrated loss derivatives
+(:mod:`~commlab.ensembles.calibrated_losses`). Sub-modules are imported directly."""
