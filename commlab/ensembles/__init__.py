@@ -6,7 +6,8 @@ a Gaussian in closed form, the energy score, spread–skill with the (m+1)/m cor
 histograms and their χ², the Brier score of an exceedance), a mixture of incremental river experts
 with an online neural router for drifting streams (:mod:`~commlab.ensembles.driftmoe`), posterior
 sampling with diffusion priors — Gaussian mixtures with exact scores along a VP SDE, the exact
-posterior of a linear-Gaussian observation, DPS and a weighted-particle sampler
+posterior of a linear-Gaussian observation, DPS, a weighted-particle sampler, twisted SMC as a
+reference and a small learned score
 (:mod:`~commlab.ensembles.posterior_sampling`) — and distances between weighted samples (MMD, sliced
 Wasserstein; :mod:`~commlab.ensembles.sample_distances`), and the domain posterior of a
 Branch-Train-Merge ensemble of experts (:mod:`~commlab.ensembles.routing`), the diversity terms of
