@@ -111,6 +111,8 @@ class FTComm(Communicator):
         mine = x[0].detach().clone().contiguous()
         out = [torch.empty_like(mine) for _ in range(self.world_size)]
         self._guarded(lambda: self.manager._pg.allgather([out], [mine], AllgatherOptions()))
+        if self.errored:  # failed or skipped: the buffers hold no rows; zeros decode under every codec
+            return torch.zeros(self.world_size, *mine.shape, dtype=mine.dtype)
         return torch.stack(out)
 
     def _broadcast(self, x, src):

@@ -55,22 +55,7 @@ ALGOS = ("diloco", "uint8_diloco")
 REDUCTIONS = ("ring", "shuffled")
 
 
-class ZeroedFTComm(FTComm):
-    """An :class:`FTComm` whose all-gather returns zeros when the step has failed.
-
-    ``FTComm``'s all-gather hands back its uninitialised output buffer (``torch.empty_like``) when the
-    collective failed or was skipped because the step had already failed; the step is rolled back, but
-    a method that decodes the result first (Streaming DiLoCo with a compressor: ``Uniform``'s range check
-    on garbage min/max bytes) raises and kills the replica. Here a failed step's gather is all zeros,
-    which every codec decodes (a zero range, zero codes), and the step is rolled back as before.
-    """
-
-    def _gather(self, x):
-        out = super()._gather(x)
-        return torch.zeros_like(out) if self.errored else out
-
-
-class ShuffledSumFTComm(ZeroedFTComm):
+class ShuffledSumFTComm(FTComm):
     """An :class:`FTComm` whose all-reduce adds the N rows in an order of each replica's own.
 
     ``all_reduce(x, op)`` gathers the N live rows ``[N, d]`` (the quorum's all-gather) and computes
@@ -238,8 +223,6 @@ def churn_replica(comm: FTComm, replica: int, attempt: int, data: dict, cfg: Chu
     cpu0, began = time.process_time(), time.perf_counter()
     if cfg.reduction == "shuffled":
         comm = ShuffledSumFTComm(comm.manager, replica=replica, seed=cfg.seed)
-    elif cfg.algo == "uint8_diloco":
-        comm = ZeroedFTComm(comm.manager)
     heal_seconds, heal_bytes = [], []
     transport = comm.manager._checkpoint_transport
     receive = transport.recv_checkpoint
@@ -322,5 +305,5 @@ def mismatches(table: dict[int, dict[int, str]]) -> list[int]:
     return [r for r, hashes in table.items() if len(set(hashes.values())) > 1]
 
 
-__all__ = ["ALGOS", "REDUCTIONS", "ChurnConfig", "ShuffledSumFTComm", "ZeroedFTComm", "build_outer", "churn_replica",
+__all__ = ["ALGOS", "REDUCTIONS", "ChurnConfig", "ShuffledSumFTComm", "build_outer", "churn_replica",
            "digits_data", "mismatches", "read_records", "revision_hash", "revision_hashes", "shared_state", "stderr_to"]

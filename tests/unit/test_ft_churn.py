@@ -173,7 +173,7 @@ def gathered(cls, fail):
     return comm.all_gather(torch.arange(6.0).reshape(1, 6)).wait()
 
 
-def test_zeroed_comm_returns_zeros_from_a_failed_gather_and_the_rows_otherwise():
-    assert torch.equal(gathered(ft_churn.ZeroedFTComm, False), torch.arange(6.0).reshape(1, 6))
-    assert torch.equal(gathered(ft_churn.ZeroedFTComm, True), torch.zeros(1, 6))
-    assert gathered(ft_churn.FTComm, True).isnan().all()  # what FTComm hands back: what ZeroedFTComm guards against
+def test_a_failed_gather_returns_zeros_and_the_rows_otherwise():
+    # FTComm once handed back its uninitialised buffer, whose garbage min/max made Uniform's decoder raise
+    assert torch.equal(gathered(ft_churn.FTComm, False), torch.arange(6.0).reshape(1, 6))
+    assert torch.equal(gathered(ft_churn.FTComm, True), torch.zeros(1, 6))
