@@ -9,6 +9,8 @@ imported only when a loader that needs them is called):
 * :func:`photos` — whole bundled colour photos (train sources, or held-out test sources).
 * :func:`photo_patches` — seeded random 32x32 crops with flips: a CIFAR-like substitute.
 * :func:`stdlib_corpus` / :class:`TextCorpus` — character-level text from the Python standard library.
+* :func:`espeak_corpus` / :class:`Utterance` / :func:`command_utterances` — synthetic speech from the
+  espeak-ng program (conventions §3.5), 16 kHz float32 waves, cached by text, arguments and version.
 
 Synthetic dynamics (torch, seeded by an explicit ``torch.Generator``):
 
@@ -31,6 +33,7 @@ from .fashion_mnist import fashion_mnist
 from .lorenz96 import Lorenz96
 from .partition import dirichlet, iid, k_classes, pathological_shards, train_test_indices
 from .photos import photo_patches, photos
+from .speech import COMMANDS, SpeechCorpus, Utterance, command_utterances, espeak_corpus
 from .text import TextCorpus, stdlib_corpus
 
 __all__ = [
@@ -40,6 +43,11 @@ __all__ = [
     "photo_patches",
     "stdlib_corpus",
     "TextCorpus",
+    "COMMANDS",
+    "SpeechCorpus",
+    "Utterance",
+    "command_utterances",
+    "espeak_corpus",
     "Lorenz96",
     "iid",
     "k_classes",

@@ -12,12 +12,16 @@
   :func:`ldpc_separation`; :mod:`~commlab.semcom.sionna_import` imports Sionna without moving torch's
   global generator (:func:`import_sionna_phy`, :func:`preserved_torch_rng`);
 * :mod:`~commlab.semcom.mec` — entropies and mutual information of joint pmfs, greedy and exact
-  minimum-entropy couplings, and entropy-bounded information maximisation (EBIM) solvers.
+  minimum-entropy couplings, and entropy-bounded information maximisation (EBIM) solvers;
+* :mod:`~commlab.semcom.slimmable` — slimmable split encoders: :class:`SlimmableSplitCNN` (one device head
+  serving every width, per-width batch norm), its layers, the sandwich-rule trainer and the 8-bit payload;
+* :mod:`~commlab.semcom.speech` — semantic speech transmission: log-mel features, a tiny CTC recogniser,
+  token selection and a feature channel codec, CER and WER.
 
 Channels and power normalisation are in :mod:`commlab.channels`.
 """
 
-from . import mec, metrics
+from . import mec, metrics, slimmable, speech
 from .denoise import DiffusionFeatureDenoiser, VPSchedule, WienerFeatureDenoiser
 from .digital import SeparationBaseline, allocate_bits, gaussian_uniform_quantizer, jpeg_scan_bits, jpeg_separation
 from .interference import autocorrelation, correlation, feature_moments, interference_statistics, lag1_autocorrelation
@@ -73,6 +77,8 @@ __all__ = [
     "ldpc_separation",
     "mec",
     "metrics",
+    "slimmable",
+    "speech",
     "pca_from_bits",
     "pca_source_bits",
     "preserved_torch_rng",
