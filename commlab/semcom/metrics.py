@@ -1,6 +1,9 @@
-"""Image fidelity metrics, per image (conventions §4: report the mean of per-image PSNRs)."""
+"""Fidelity metrics: images per image (conventions §4: report the mean of per-image PSNRs), and text
+recognised from speech (edit distance, character and word error rates)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -60,3 +63,33 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: in
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     smap = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x.square() + mu_y.square() + c1) * (var_x + var_y + c2))
     return smap.mean(dim=(1, 2, 3))
+
+
+def edit_distance(ref: Sequence, hyp: Sequence) -> int:
+    """Levenshtein distance (substitutions, insertions, deletions, each cost 1)."""
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i]
+        for j, h in enumerate(hyp, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h)))
+        prev = cur
+    return prev[-1]
+
+
+def _rate(refs: Sequence, hyps: Sequence, split: Callable) -> float:
+    if len(refs) != len(hyps) or not refs:
+        raise ValueError("refs and hyps must be non-empty and of equal length")
+    total = sum(len(split(r)) for r in refs)
+    if total == 0:
+        raise ValueError("the references are empty")
+    return sum(edit_distance(split(r), split(h)) for r, h in zip(refs, hyps, strict=True)) / total
+
+
+def cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    """Character error rate: total character edits / total reference characters (spaces count)."""
+    return _rate(refs, hyps, list)
+
+
+def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    """Word error rate: total word edits / total reference words (whitespace-split)."""
+    return _rate(refs, hyps, str.split)

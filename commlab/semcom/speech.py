@@ -25,6 +25,7 @@ from torch import nn
 
 from commlab._checks import check_int
 from commlab.channels import PowerNorm, complex_to_real, real_to_complex
+from commlab.semcom.metrics import cer, edit_distance, wer  # noqa: F401 (re-exported: the speech metrics)
 
 # ---------------------------------------------------------------------------------------------- frontend
 
@@ -273,36 +274,3 @@ def train_codec(codec: FeatureCodec, head: nn.Module, features: torch.Tensor, ch
         opt.step()
         losses.append(float(loss.detach()))
     return losses
-
-
-# ---------------------------------------------------------------------------------------------- metrics
-
-
-def edit_distance(ref: Sequence, hyp: Sequence) -> int:
-    """Levenshtein distance (substitutions, insertions, deletions, each cost 1)."""
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i]
-        for j, h in enumerate(hyp, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h)))
-        prev = cur
-    return prev[-1]
-
-
-def _rate(refs: Sequence, hyps: Sequence, split: Callable) -> float:
-    if len(refs) != len(hyps) or not refs:
-        raise ValueError("refs and hyps must be non-empty and of equal length")
-    total = sum(len(split(r)) for r in refs)
-    if total == 0:
-        raise ValueError("the references are empty")
-    return sum(edit_distance(split(r), split(h)) for r, h in zip(refs, hyps, strict=True)) / total
-
-
-def cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    """Character error rate: total character edits / total reference characters (spaces count)."""
-    return _rate(refs, hyps, list)
-
-
-def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    """Word error rate: total word edits / total reference words (whitespace-split)."""
-    return _rate(refs, hyps, str.split)
