@@ -2,8 +2,9 @@
 character n-gram MLP language models (:mod:`~commlab.models.charlm`), stacked replicas
 (:mod:`~commlab.models.stacked`), masked sparse MLPs (:mod:`~commlab.models.sparse`), mixtures of
 experts (:mod:`~commlab.models.moe`), a tiny causal transformer on scaled-dot-product attention
-(:mod:`~commlab.models.transformer`) and LoRA adapters for its linear layers
-(:mod:`~commlab.models.lora`), and the training loop helpers (:mod:`~commlab.models.fit`).
+(:mod:`~commlab.models.transformer`), LoRA adapters for its linear layers
+(:mod:`~commlab.models.lora`), flow-matching velocity fields with their loss and ODE sampler
+(:mod:`~commlab.models.flow_matching`), and the training loop helpers (:mod:`~commlab.models.fit`).
 
 Sub-modules are imported directly (``from commlab.models.sparse import ...``); this package
 re-exports nothing, so that importing one model family never pulls in the others.
