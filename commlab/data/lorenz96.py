@@ -19,6 +19,10 @@ axis and any number of leading batch / ensemble axes, and every function keeps t
 device (float64 is the choice for long or differential runs). Randomness comes only from the
 ``torch.Generator`` passed in.
 
+Forecast cases (:func:`forecast_cases`): many initial states on the attractor, each with a perturbed
+"truth" run and an ensemble of perturbed members integrated side by side, saved at the lead times —
+the training and test sets of the ensemble-emulation notebooks (FuXi-ENS, SEEDS).
+
 Stochastic forcing (optional, ``noise_std`` = σ): after each RK4 step the Euler–Maruyama increment of
 :math:`\\sigma\\,dW` is added, :math:`x \\leftarrow x + \\sigma\\sqrt{\\Delta t}\\,\\xi`,
 :math:`\\xi \\sim \\mathcal N(0, I)`; σ is in state units per √MTU.
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -240,3 +245,78 @@ class Lorenz96:
                     log_growth += torch.log(d.squeeze(-1) / eps)  # Σ_j ln(d_j / ε)
                 y = x + delta * (eps / d)
         return log_growth / (n_steps * self.dt)
+
+
+class ForecastCases(NamedTuple):
+    """Result of :func:`forecast_cases` (N cases, M members, L saved leads, K variables)."""
+
+    times: torch.Tensor
+    """``[L + 1]`` lead times in MTU, entry 0 being 0."""
+    centre: torch.Tensor
+    """``[N, K]`` unperturbed initial states (on the truth model's attractor)."""
+    truth: torch.Tensor
+    """``[L + 1, N, K]`` the truth run of each case, entry 0 its initial state."""
+    members: torch.Tensor
+    """``[L + 1, N, M, K]`` the ensemble of each case, the member axis second to last."""
+
+
+def forecast_cases(model: Lorenz96, n_cases: int, n_members: int, n_steps: int, *,
+                   generator: torch.Generator, save_every: int = 1, init_std: float = 0.0,
+                   noise_std: float = 0.0, truth_model: Lorenz96 | None = None,
+                   transient: float = 10.0, dtype: torch.dtype = torch.float64,
+                   device: str | torch.device = "cpu") -> ForecastCases:
+    """Forecast cases: a truth run and an M-member ensemble from each of N initial states.
+
+    Each case's centre state is spun up on ``truth_model``'s attractor (:meth:`Lorenz96.spin_up`).
+    The truth and the M members start from M + 1 independent perturbations of the centre,
+    ``x_0 = c + init_std·ξ`` (:meth:`Lorenz96.perturbed_ensemble`), so when ``truth_model`` is
+    ``model`` the truth is exchangeable with the members (a calibrated "perfect-model" ensemble).
+    The truth runs with ``truth_model`` and the members with ``model`` (a different forcing makes
+    a biased model ensemble), both with the stochastic forcing ``noise_std`` (independent draws).
+
+    Draws from ``generator``, in order: the spin-up, the M + 1 perturbations, the truth's noise,
+    the members' noise.
+
+    Args:
+        model: the members' :class:`Lorenz96`.
+        n_cases: N >= 1 initial states.
+        n_members: M >= 1 members per case.
+        n_steps: RK4 steps of the forecast (>= 0, a multiple of ``save_every``).
+        generator: ``torch.Generator`` (on ``device``) of every draw.
+        save_every: steps between saved leads (>= 1); the lead interval is ``save_every * dt`` MTU.
+        init_std: initial perturbation standard deviation (>= 0, state units).
+        noise_std: σ of the stochastic forcing (>= 0, state units per √MTU) of truth and members.
+        truth_model: the truth's :class:`Lorenz96` (default ``model``), same K and ``dt``.
+        transient: spin-up length in MTU (>= 0).
+        dtype, device: of the returned states.
+
+    Returns:
+        :class:`ForecastCases` with ``L = n_steps // save_every``.
+    """
+    for name, value in (("model", model), ("truth_model", model if truth_model is None else truth_model)):
+        if not isinstance(value, Lorenz96):
+            raise TypeError(f"{name} must be a Lorenz96, got {type(value).__name__}")
+    truth_model = model if truth_model is None else truth_model
+    if (truth_model.n_variables, truth_model.dt) != (model.n_variables, model.dt):
+        raise ValueError(f"truth_model must have the model's n_variables and dt, "
+                         f"({model.n_variables}, {model.dt}), got "
+                         f"({truth_model.n_variables}, {truth_model.dt})")
+    n_cases = check_int("n_cases", n_cases, low=1)
+    n_members = check_int("n_members", n_members, low=1)
+    n_steps = check_int("n_steps", n_steps, low=0)
+    save_every = check_int("save_every", save_every, low=1)
+    if n_steps % save_every:
+        raise ValueError(f"n_steps must be a multiple of save_every={save_every}, got {n_steps}")
+    init_std = check_nonnegative("init_std", init_std)
+    noise_std = check_nonnegative("noise_std", noise_std)
+    _check_generator(generator)
+    centre = truth_model.spin_up(n_cases, generator=generator, transient=transient, dtype=dtype,
+                                 device=device)
+    start = truth_model.perturbed_ensemble(centre, n_members + 1, std=init_std,
+                                           generator=generator)  # c + init_std ξ, [N, M + 1, K]
+    kwargs = {"save_every": save_every, "noise_std": noise_std,
+              "generator": generator if noise_std > 0 else None}
+    truth = truth_model.integrate(start[:, 0], n_steps, **kwargs)
+    members = model.integrate(start[:, 1:], n_steps, **kwargs)
+    times = torch.arange(truth.shape[0], dtype=dtype, device=device) * (save_every * model.dt)
+    return ForecastCases(times, centre, truth, members)
