@@ -14,7 +14,7 @@ them by name.
   :mod:`~commlab.distributed.onebit_adam` (1-bit Adam);
 * :mod:`~commlab.distributed.spsa` — shared-randomness SPSA, one byte per projected gradient;
 * :mod:`~commlab.distributed.fl` — federated rounds: FedAvg, Fed-EF, SCAFFOLD, SCALLION, SCAFCOM;
-* :mod:`~commlab.distributed.outer` — DiLoCo, Streaming DiLoCo, NoLoCo, CO2, local SGD;
+* :mod:`~commlab.distributed.outer` — DiLoCo, async DiLoCo, Streaming DiLoCo, NoLoCo, CO2, local SGD;
 * :mod:`~commlab.distributed.robust` — Byzantine-robust aggregators (``AGGREGATORS``) and attacks (``ATTACKS``);
 * :mod:`~commlab.distributed.gossip` — decentralised SGD: topologies, schedules, a single final merge;
   graph constants (χ₁, χ₂, spectral gaps);

@@ -63,6 +63,8 @@ The methods (the symbols are those of briefs/distributed/{streaming_diloco,noloc
   (``"relative"``, λ = ``penalty``; commlab's own reading of the paper's staleness-gap penalty). On the
   simulated clock a round costs max(τc, C) instead of LocalSGD's τc + C (c = ``step_seconds``,
   C = the all-reduce's link time).
+* :class:`AsyncDiLoCo` (PCCL's async DiLoCo) — CO2's one-round-stale schedule with DiLoCo's outer Nesterov
+  and no penalty: the mean of round r is launched in the background, round r − 1's outer gradient applied.
 
 Simulated and real workers run the same code: the permutation and quantiser draws come from
 :class:`~commlab.seeding.SeedTree`, and ``DistComm(deterministic=True)`` gives bit-identical runs.
@@ -723,5 +725,34 @@ class CO2(OuterMethod):
         return out
 
 
-__all__ = ["CO2", "DataParallel", "DiLoCo", "LocalSGD", "NoLoCo", "OuterMethod", "OuterSGD", "StreamingDiLoCo",
-           "SyncEvent", "fragment_indices", "group_matrix", "layer_pieces"]
+class AsyncDiLoCo(CO2):
+    """Async DiLoCo (PCCL, Keiblinger et al. 2025): DiLoCo whose outer step is one round late, so that
+    each round's all-reduce runs while the replicas compute the next round.
+
+    At the end of round r (every H inner steps), with A_r the outer parameters the round started from:
+    the mean of the replicas' parameters θ̄_r is launched in the background; the previous round's mean
+    is waited for and applied, θ_g ← outer.step(θ_g, Δ̄_{r−1}) with Δ̄_{r−1} = A_{r−1} − θ̄_{r−1} =
+    mean_m(A_{r−1} − θ_m) (DiLoCo's outer gradient, one round stale); every replica restarts from θ_g.
+    This is :class:`CO2` with the constant penalty Λ = 1, no momentum clipping and DiLoCo's outer
+    optimiser. The mean in flight is part of :meth:`state_dict`, so a replica healed from a peer's
+    checkpoint receives it too (PCCL: "late joiners must also receive the in-flight result"). On the
+    simulated clock a round costs max(H·c, C) instead of DiLoCo's H·c + C.
+
+    Args:
+        comm, params, inner, step_seconds, sync_init: see :class:`OuterMethod`.
+        sync_every: H, inner steps per outer step (>= 1).
+        outer: the :class:`OuterSGD` (default η = 0.7, μ = 0.9, Nesterov, as :class:`DiLoCo`).
+    """
+
+    def __init__(self, comm: Communicator, params: torch.Tensor, *, sync_every: int,
+                 outer: OuterSGD | None = None, inner: InnerFactory | None = None, step_seconds: float = 0.0,
+                 sync_init: bool = True):
+        if outer is not None and not isinstance(outer, OuterSGD):
+            raise TypeError(f"outer must be an OuterSGD, got {type(outer).__name__}")
+        super().__init__(comm, params, sync_every=sync_every, inner=inner, step_seconds=step_seconds,
+                         sync_init=sync_init)
+        self.outer = outer if outer is not None else OuterSGD()
+
+
+__all__ = ["CO2", "AsyncDiLoCo", "DataParallel", "DiLoCo", "LocalSGD", "NoLoCo", "OuterMethod", "OuterSGD",
+           "StreamingDiLoCo", "SyncEvent", "fragment_indices", "group_matrix", "layer_pieces"]

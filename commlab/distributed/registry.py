@@ -14,7 +14,7 @@ from commlab.distributed.fl import FedAvg, FedEF, Scafcom, Scaffold, Scallion
 from commlab.distributed.gossip import DecentralizedSGD
 from commlab.distributed.method import Method
 from commlab.distributed.onebit_adam import OneBitAdam
-from commlab.distributed.outer import CO2, DataParallel, DiLoCo, LocalSGD, NoLoCo, StreamingDiLoCo
+from commlab.distributed.outer import CO2, AsyncDiLoCo, DataParallel, DiLoCo, LocalSGD, NoLoCo, StreamingDiLoCo
 from commlab.distributed.spsa import SharedSeedSPSA
 
 METHODS: dict[str, type[Method]] = {
@@ -24,6 +24,7 @@ METHODS: dict[str, type[Method]] = {
     "streaming_diloco": StreamingDiLoCo,
     "noloco": NoLoCo,
     "co2": CO2,
+    "async_diloco": AsyncDiLoCo,
     "gossip": DecentralizedSGD,
     "dgc": DGC,
     "onebit_adam": OneBitAdam,
