@@ -146,23 +146,32 @@ class FaultTolerant:
         method: any commlab Method built on ``comm`` with ``sync_init=False`` (per-step methods).
         comm: the :class:`FTComm` it runs on.
         key: the name under which the committed state is registered with the Manager.
+        heal: False for the *naive join* counterfactual (PCCL's arm (b)): a replica behind the others
+            still takes their step number from the Manager, but keeps its own state (its initialisation,
+            or what it held before) instead of loading theirs, so its state differs from theirs from then on.
 
     The constructor takes the first quorum (a joining replica is healed there). Attributes: ``commits``,
-    ``rollbacks`` and ``heals`` (how often this replica loaded a peer's state).
+    ``rollbacks``, ``heals`` (how often this replica loaded a peer's state) and ``ignored_heals`` (how
+    often it was sent one and, with ``heal=False``, kept its own).
     """
 
-    def __init__(self, method, comm: FTComm, *, key: str = "commlab"):
+    def __init__(self, method, comm: FTComm, *, key: str = "commlab", heal: bool = True):
         if not isinstance(comm, FTComm):
             raise TypeError(f"comm must be an FTComm, got {type(comm).__name__}")
         if method.comm is not comm:
             raise ValueError("the method must be built on this FTComm")
-        self.method, self.comm = method, comm
-        self.commits = self.rollbacks = self.heals = 0
+        if not isinstance(heal, bool):
+            raise TypeError(f"heal must be a bool, got {type(heal).__name__}")
+        self.method, self.comm, self.heal = method, comm, heal
+        self.commits = self.rollbacks = self.heals = self.ignored_heals = 0
         self.committed = method.state_dict()
         comm.manager.register_state_dict_fn(key, self._heal, lambda: self.committed)
         comm.quorum()
 
     def _heal(self, state: dict) -> None:
+        if not self.heal:
+            self.ignored_heals += 1
+            return
         self.method.load_state_dict(state)
         self.committed = state
         self.heals += 1

@@ -3,10 +3,11 @@
 The PCCL notebook's experiment (briefs/systems/pccl_fault_tolerant_collectives.md) on real processes:
 :func:`churn_replica` is the function :func:`~commlab.comm.ft_launch.run_replicas` runs in every replica
 process. It trains a :class:`~commlab.models.stacked.StackedMLP` (one replica, L = 1) on its IID shard
-of digits with Adam inner steps, under an outer method built by name (``"diloco"``, or
-``"streaming_diloco"`` with one fragment and a uint8 min–max quantiser: DiLoCo whose outer gradient
-crosses the wire as bytes), wrapped in :class:`~commlab.comm.ft.FaultTolerant` (commit or roll back each
-outer step, heal a joiner from a peer)::
+of digits with Adam inner steps, under an outer method built by name (``"diloco"``; ``"async_diloco"``,
+PCCL's one-step-delayed DiLoCo; or ``"streaming_diloco"`` with one fragment and a uint8 min–max
+quantiser: DiLoCo whose outer gradient crosses the wire as bytes), wrapped in
+:class:`~commlab.comm.ft.FaultTolerant` (commit or roll back each outer step, heal a joiner from a peer,
+or, with ``join="naive"``, let it keep its own state: the brief's arm (b))::
 
     cfg = ChurnConfig(outer_steps=30, faults=Faults([Fault(3, at=100)]), joiners=(4,), final=4)
     results = run_replicas(churn_replica, 5, args=(data, cfg), restarts={4: 1}, restart_delay=3.0, ...)
@@ -21,10 +22,11 @@ quorum, both with ``final`` participants (the same quorum for every replica in i
 quorum a joiner is healed at would take its source away while the state is in transit).
 
 The **shared state** of a revision (the Manager's committed step r) is the outer parameters θ_g, the
-outer optimiser's momentum and r itself; every replica records ``state_hash`` of its exact bytes after
-every quorum (so a healed joiner records the revision it received). :class:`ShuffledSumFTComm` is the
-counter-example of the brief's arm (c): the same mean, but every replica adds the N contributions in
-its own random order, so float32 rounding differs from replica to replica.
+outer optimiser's momentum and r itself (for async DiLoCo also the start of the round in flight and the
+mean in flight, which a joiner must receive too); every replica records ``state_hash`` of its exact bytes
+and the test loss of its θ_g after every quorum (so a healed joiner records the revision it received).
+:class:`ShuffledSumFTComm` is the counter-example of the brief's arm (c): the same mean, but every
+replica adds the N contributions in its own random order, so float32 rounding differs from replica to replica.
 """
 
 from __future__ import annotations
@@ -45,14 +47,17 @@ from commlab._checks import check_choice, check_int, check_nonnegative, check_po
 from commlab.comm.faults import Faults
 from commlab.comm.ft import FaultTolerant, FTComm
 from commlab.comm.hashing import state_hash
+from commlab.comm.link import Link
 from commlab.compress.quantize import Uniform
 from commlab.data.batches import batch_indices
 from commlab.distributed import make_method
+from commlab.distributed.outer import AsyncDiLoCo, OuterSGD
 from commlab.models.stacked import StackedMLP
 from commlab.seeding import SeedTree
 
-ALGOS = ("diloco", "uint8_diloco")
+ALGOS = ("diloco", "uint8_diloco", "async_diloco")
 REDUCTIONS = ("ring", "shuffled")
+JOINS = ("heal", "naive")
 
 
 class ShuffledSumFTComm(FTComm):
@@ -98,15 +103,20 @@ class ChurnConfig:
         hidden: hidden width of the MLP 64-hidden-10.
         batch_size: images per replica and inner step.
         lr: inner Adam learning rate; ``outer_lr``, ``momentum``: the outer Nesterov's η and μ.
-        algo: ``"diloco"`` (fp32 all-reduce of Δ) or ``"uint8_diloco"`` (Δ as uint8 min–max codes per
+        algo: ``"diloco"`` (fp32 all-reduce of Δ), ``"async_diloco"`` (:class:`AsyncDiLoCo`: the same
+            all-reduce, applied one round late) or ``"uint8_diloco"`` (Δ as uint8 min–max codes per
             ``block`` values plus a float32 min and max per block, all-gathered, averaged in rank order);
         block: values per quantisation block, None for one block of all d values (PCCL's per-tensor
             min–max).
         reduction: ``"ring"`` (the Manager's gloo all-reduce) or ``"shuffled"`` (:class:`ShuffledSumFTComm`).
+        join: ``"heal"`` (a replica behind the others loads a peer's committed state) or ``"naive"`` (it
+            keeps its own: its initialisation after a restart; the brief's arm (b)).
         faults: kills and stalls (inner steps of a replica's first attempt).
         joiners: replicas absent at the start (their first attempt exits before its first quorum).
         shards: the number of IID shards of the training set (>= the number of replicas).
         seconds_per_step: wall-clock pause per inner step (s), so that churn lands mid-run.
+        link: a :class:`Link` for a simulated clock beside the real run (each replica's ``clock`` in its
+            result), or None; ``step_seconds``: simulated computation per inner step on that clock (s).
         deadline: s after which a replica gives up (raises TimeoutError).
         log_dir: a folder where every replica appends each record as a JSON line to
             ``replica_<r>.jsonl`` as it is made (so a killed attempt's records survive it), or None.
@@ -124,10 +134,13 @@ class ChurnConfig:
     algo: str = "diloco"
     block: int | None = None
     reduction: str = "ring"
+    join: str = "heal"
     faults: Faults = field(default_factory=Faults)
     joiners: tuple[int, ...] = ()
     shards: int = 5
     seconds_per_step: float = 0.0
+    link: Link | None = None
+    step_seconds: float = 0.0
     deadline: float = 60.0
     log_dir: str | None = None
 
@@ -141,8 +154,12 @@ class ChurnConfig:
             check_positive(name, getattr(self, name))
         check_nonnegative("momentum", self.momentum)
         check_nonnegative("seconds_per_step", self.seconds_per_step)
+        check_nonnegative("step_seconds", self.step_seconds)
         check_choice("algo", self.algo, ALGOS)
         check_choice("reduction", self.reduction, REDUCTIONS)
+        check_choice("join", self.join, JOINS)
+        if self.link is not None and not isinstance(self.link, Link):
+            raise TypeError(f"link must be a commlab.comm.Link or None, got {type(self.link).__name__}")
         if not isinstance(self.faults, Faults):
             raise TypeError(f"faults must be a commlab.comm.Faults, got {type(self.faults).__name__}")
         if self.algo == "uint8_diloco" and self.reduction != "ring":
@@ -181,48 +198,55 @@ def stderr_to(path: str | Path) -> Iterator[None]:
 
 def build_outer(cfg: ChurnConfig, comm, model: StackedMLP):
     """The outer method of ``cfg`` by its registered name, on ``model.flat``, built for FaultTolerant."""
-    from commlab.distributed.outer import OuterSGD
-
     hyper = {"sync_every": cfg.sync_every, "sync_init": False, "outer": OuterSGD(cfg.outer_lr, cfg.momentum),
-             "inner": lambda p: torch.optim.Adam([p], lr=cfg.lr)}
-    if cfg.algo == "diloco":
-        return make_method("diloco", comm, model.flat, **hyper)
+             "inner": lambda p: torch.optim.Adam([p], lr=cfg.lr), "step_seconds": cfg.step_seconds}
+    if cfg.algo in ("diloco", "async_diloco"):
+        return make_method(cfg.algo, comm, model.flat, **hyper)
     # DiLoCo with a uint8 outer gradient: Streaming DiLoCo with one fragment, no overlap, no mixing
     return make_method("streaming_diloco", comm, model.flat, fragments=1, overlap_steps=0, mixing=0.0,
                        compressor=Uniform(8), block=cfg.block or model.d, layers=model.layer_slices, seed=cfg.seed,
                        **hyper)
 
 
-def shared_state(method) -> tuple[torch.Tensor, torch.Tensor]:
+def shared_state(method) -> tuple[torch.Tensor, ...]:
     """``(θ_g [d], outer momentum [d])`` of a DiLoCo or one-fragment Streaming DiLoCo (momentum zeros
-    before the first outer step, as the optimiser then behaves)."""
+    before the first outer step, as the optimiser then behaves); for an :class:`AsyncDiLoCo` also the
+    outer parameters the round in flight started from and the mean in flight [d] (zeros before the first)."""
     outer = method.outer if hasattr(method, "outer") else method.outers[0]
     theta, buffer = method.outer_params, outer.state_dict()["buffer"]
-    return theta, torch.zeros_like(theta) if buffer is None else buffer
+    state = (theta, torch.zeros_like(theta) if buffer is None else buffer)
+    if isinstance(method, AsyncDiLoCo):
+        saved = method.state_dict()
+        pending = saved["pending"]
+        state += (saved["anchor_prev"], torch.zeros_like(theta) if pending is None else pending["result"].reshape(-1))
+    return state
 
 
 def revision_hash(method, revision: int) -> str:
-    """``state_hash`` of the shared state's exact bytes: θ_g, the outer momentum and the revision r."""
-    theta, buffer = shared_state(method)
+    """``state_hash`` of the shared state's exact bytes (:func:`shared_state`) and the revision r."""
     counter = torch.tensor([revision], dtype=torch.int64).view(torch.float32)  # r's 8 bytes, as two floats
-    return state_hash(torch.cat([theta, buffer, counter]))
+    return state_hash(torch.cat([*shared_state(method), counter]))
 
 
 def churn_replica(comm: FTComm, replica: int, attempt: int, data: dict, cfg: ChurnConfig) -> dict:
     """One replica of a churn run (module level, for :func:`~commlab.comm.ft_launch.run_replicas`).
 
     Returns a dict: ``records`` (one per quorum: ``revision`` (the Manager's committed step),
-    ``participants``, ``hash`` (:func:`revision_hash`), ``time`` (s since the epoch)), ``test_loss``
-    (``{revision: mean test cross-entropy (nats) of θ_g}``, replica 0 only, else empty), ``heals``,
+    ``participants``, ``hash`` (:func:`revision_hash`), ``test_loss`` (mean test cross-entropy of this
+    replica's θ_g, nats), ``time`` (s since the epoch)), ``test_loss`` (``{revision: that loss}``, replica 0
+    only, else empty), ``heals`` and ``ignored_heals`` (checkpoints loaded, and kept out by a naive join),
     ``heal_seconds`` and ``heal_bytes`` (each checkpoint this replica received: the transfer's wall time
     and its size serialised by ``torch.save``), ``commits``, ``rollbacks``, ``bytes_sent`` (this replica's
-    meter), ``attempt``, ``cpu_seconds`` (this process's CPU time).
+    meter), ``clock`` (its simulated clock, s; 0 without ``cfg.link``), ``attempt``, ``cpu_seconds``
+    (this process's CPU time).
     """
     if replica in cfg.joiners and attempt == 0:
         raise SystemExit(1)  # absent at the start: the launcher starts it again later
     cpu0, began = time.process_time(), time.perf_counter()
     if cfg.reduction == "shuffled":
-        comm = ShuffledSumFTComm(comm.manager, replica=replica, seed=cfg.seed)
+        comm = ShuffledSumFTComm(comm.manager, replica=replica, seed=cfg.seed, link=cfg.link)
+    elif cfg.link is not None:
+        comm = FTComm(comm.manager, link=cfg.link)
     heal_seconds, heal_bytes = [], []
     transport = comm.manager._checkpoint_transport
     receive = transport.recv_checkpoint
@@ -244,18 +268,19 @@ def churn_replica(comm: FTComm, replica: int, attempt: int, data: dict, cfg: Chu
     shard = iid(len(train_x), cfg.shards, seed=cfg.seed)[replica]
     model = StackedMLP((train_x.shape[1], cfg.hidden, 10), replicas=1, generator=SeedTree(cfg.seed).torch("init"))
     method = build_outer(cfg, comm, model)
-    run = FaultTolerant(method, comm)
+    run = FaultTolerant(method, comm, heal=cfg.join == "heal")
     records, test_loss = [], {}
 
     def record() -> bool:
         revision = comm.manager.current_step()
+        loss = float(model.evaluate(test_x, test_y, flat=method.outer_params)[0][0])
         records.append({"revision": revision, "participants": comm.world_size, "attempt": attempt,
-                        "hash": revision_hash(method, revision), "time": time.time()})
+                        "hash": revision_hash(method, revision), "test_loss": loss, "time": time.time()})
         if cfg.log_dir is not None:
             with open(f"{cfg.log_dir}/replica_{replica}.jsonl", "a") as log:
                 log.write(json.dumps(records[-1]) + "\n")
         if replica == 0 and revision not in test_loss:
-            test_loss[revision] = float(model.evaluate(test_x, test_y, flat=method.outer_params)[0][0])
+            test_loss[revision] = loss
         # stop after two quorums in a row with every replica: a replica healed at the first of them has then
         # received its state (its source stays until the next quorum) and taken an outer step with the others
         last = records[-2:]
@@ -274,10 +299,10 @@ def churn_replica(comm: FTComm, replica: int, attempt: int, data: dict, cfg: Chu
         run.step(grad)
         if comm.quorums != quorums:  # an outer step, committed or rolled back (with the meter), then a quorum
             done = record()
-    return {"records": records, "test_loss": test_loss, "heals": run.heals, "heal_seconds": heal_seconds,
-            "heal_bytes": heal_bytes, "commits": run.commits, "rollbacks": run.rollbacks,
-            "bytes_sent": float(comm.meter.bytes_sent.sum()), "syncs": comm.meter.syncs, "attempt": attempt,
-            "steps": method.steps, "cpu_seconds": time.process_time() - cpu0}
+    return {"records": records, "test_loss": test_loss, "heals": run.heals, "ignored_heals": run.ignored_heals,
+            "heal_seconds": heal_seconds, "heal_bytes": heal_bytes, "commits": run.commits, "rollbacks": run.rollbacks,
+            "bytes_sent": float(comm.meter.bytes_sent.sum()), "syncs": comm.meter.syncs, "clock": comm.clock,
+            "attempt": attempt, "steps": method.steps, "cpu_seconds": time.process_time() - cpu0}
 
 
 def read_records(log_dir: str, replicas: int) -> list[list[dict]]:
@@ -305,5 +330,5 @@ def mismatches(table: dict[int, dict[int, str]]) -> list[int]:
     return [r for r, hashes in table.items() if len(set(hashes.values())) > 1]
 
 
-__all__ = ["ALGOS", "REDUCTIONS", "ChurnConfig", "ShuffledSumFTComm", "build_outer", "churn_replica",
+__all__ = ["ALGOS", "JOINS", "REDUCTIONS", "ChurnConfig", "ShuffledSumFTComm", "build_outer", "churn_replica",
            "digits_data", "mismatches", "read_records", "revision_hash", "revision_hashes", "shared_state", "stderr_to"]

@@ -100,7 +100,34 @@ def test_config_refuses_what_cannot_run():
         ChurnConfig(faults=[])
     with pytest.raises(ValueError, match="sync_every"):
         ChurnConfig(sync_every=0)
+    with pytest.raises(ValueError, match="join"):
+        ChurnConfig(join="lazy")
+    with pytest.raises(TypeError, match="Link"):
+        ChurnConfig(link=1e6)
     assert ChurnConfig(faults=Faults()).final == 4
+
+
+def test_async_diloco_shared_state_covers_the_round_in_flight():
+    """After the first outer step of async DiLoCo nothing is applied yet, but the mean in flight is part of
+    the shared state: changing it (or the start of its round) changes the hash."""
+    from commlab.comm import SimComm
+    from commlab.models.stacked import StackedMLP
+    from commlab.seeding import SeedTree
+
+    model = StackedMLP((64, 8, 10), replicas=1, generator=SeedTree(0).torch("init"))
+    method = ft_churn.build_outer(ChurnConfig(sync_every=2, algo="async_diloco"), SimComm(1), model)
+    x = torch.randn(2, 16, 64, generator=torch.Generator().manual_seed(3))
+    y = torch.randint(10, (2, 16), generator=torch.Generator().manual_seed(4))
+    state = ft_churn.shared_state(method)
+    assert len(state) == 4 and torch.equal(state[3], torch.zeros_like(state[0]))  # nothing in flight yet
+    for t in range(2):
+        method.step(model.loss_and_grad(x[t:t + 1], y[t:t + 1])[1])
+    theta, buffer, start, in_flight = ft_churn.shared_state(method)
+    assert torch.equal(theta, start) and buffer.abs().sum() == 0  # the outer step waits one round
+    assert in_flight.abs().sum() > 0 and not torch.equal(in_flight, theta)
+    before = ft_churn.revision_hash(method, 1)
+    method.anchor_prev[0] += 1.0
+    assert ft_churn.revision_hash(method, 1) != before
 
 
 def test_uint8_diloco_sends_a_quarter_of_the_bytes_and_matches_fp32_diloco_closely():

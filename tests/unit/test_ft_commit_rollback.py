@@ -107,6 +107,20 @@ def test_a_joiner_is_healed_at_a_quorum_with_a_peers_committed_state():
     assert torch.equal(method.params, peer.params) and torch.equal(method.outer.buffer, peer.outer.buffer)
 
 
+def test_a_naive_joiner_keeps_its_own_state_when_sent_a_peers():
+    peer = diloco(SimComm(1))
+    for _ in range(6):
+        peer.step(gradient(peer.params))
+    comm = FTComm(StandIn(heal_with={0: peer.state_dict()}))
+    method = diloco(comm)
+    own = method.state_dict()
+    run = FaultTolerant(method, comm, heal=False)
+    assert (run.heals, run.ignored_heals) == (0, 1)
+    assert method.steps == 0 and torch.equal(method.global_params, own["global_params"])
+    assert not torch.equal(method.global_params, peer.global_params)
+    assert torch.equal(run.committed["global_params"], own["global_params"])  # and rolls back to its own
+
+
 def test_refusals():
     class Async(StandIn):
         _use_async_quorum = True
@@ -120,6 +134,8 @@ def test_refusals():
         FaultTolerant(diloco(SimComm(1)), SimComm(1))
     with pytest.raises(ValueError, match="built on this FTComm"):
         FaultTolerant(diloco(SimComm(1)), comm)
+    with pytest.raises(TypeError, match="heal must be a bool"):
+        FaultTolerant(diloco(comm), comm, heal="no")
     with pytest.raises(TypeError, match="cannot be pickled"):
         import pickle
         pickle.dumps(comm)
