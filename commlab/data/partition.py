@@ -9,6 +9,7 @@ the result depends only on the arguments and ``seed`` (each call draws from its 
 * :func:`pathological_shards`: McMahan et al.'s shards: sort by label, cut into equal shards, deal
   ``shards_per_client`` random shards to each client.
 * :func:`dirichlet`: per-class client proportions drawn from Dir(alpha); small alpha = more skew.
+* :func:`kmeans`: clusters of the items' feature vectors (optionally after PCA), scikit-learn's k-means.
 * :func:`train_test_indices`: a seeded hold-out split.
 """
 
@@ -183,6 +184,42 @@ def dirichlet(
         f"no Dirichlet(alpha={alpha}) draw gave all {n_clients} clients >= {min_size} items in "
         f"{max_tries} tries; lower min_size, raise alpha or max_tries, or use fewer clients"
     )
+
+
+def kmeans(features, n_clients: int, *, pca_dim: int | None = None, seed: int, n_init: int = 10) -> list[np.ndarray]:
+    """Partition items by k-means on their feature vectors, optionally after PCA (Decentralized Diffusion
+    Models' partition of the data into K clusters, there on DINOv2 embeddings).
+
+    ``sklearn.decomposition.PCA(pca_dim)`` (if ``pca_dim``) then ``sklearn.cluster.KMeans(n_clients,
+    n_init=n_init)``, both with ``random_state=seed``; clusters are numbered by their smallest item index.
+
+    Args:
+        features: ``[N, D]`` real array (numpy or CPU tensor), N >= n_clients.
+        n_clients: clusters K, >= 1.
+        pca_dim: components kept before clustering, 1 <= pca_dim <= min(N, D); None clusters ``features``.
+        seed: non-negative integer seed of PCA's solver and of k-means' initialisations.
+        n_init: k-means restarts (the lowest inertia wins).
+
+    Returns:
+        ``n_clients`` sorted, disjoint int64 arrays covering ``range(N)``; sizes are whatever the clusters are.
+    """
+    array = np.asarray(features, dtype=np.float64)
+    if array.ndim != 2 or not np.isfinite(array).all():
+        raise ValueError(f"features must be a finite [N, D] array, got shape {array.shape}")
+    n_clients = check_int("n_clients", n_clients, low=1, high=array.shape[0])
+    seed = check_seed(seed)
+    n_init = check_int("n_init", n_init, low=1)
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    if pca_dim is not None:
+        pca_dim = check_int("pca_dim", pca_dim, low=1, high=min(array.shape))
+        array = PCA(pca_dim, random_state=seed).fit_transform(array)
+    labels = KMeans(n_clients, n_init=n_init, random_state=seed).fit_predict(array)
+    parts = [np.flatnonzero(labels == c).astype(np.int64) for c in np.unique(labels)]
+    if len(parts) != n_clients:
+        raise ValueError(f"k-means found only {len(parts)} non-empty clusters of {n_clients} (duplicate features?)")
+    return sorted(parts, key=lambda part: int(part[0]))
 
 
 def train_test_indices(n_items: int, test_fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
