@@ -9,7 +9,8 @@ the result depends only on the arguments and ``seed`` (each call draws from its 
 * :func:`pathological_shards`: McMahan et al.'s shards: sort by label, cut into equal shards, deal
   ``shards_per_client`` random shards to each client.
 * :func:`dirichlet`: per-class client proportions drawn from Dir(alpha); small alpha = more skew.
-* :func:`kmeans`: clusters of the items' feature vectors (optionally after PCA), scikit-learn's k-means.
+* :func:`kmeans`: clusters of the items' feature vectors (optionally after PCA), scikit-learn's k-means;
+  :func:`kmeans_model` returns the fitted PCA + k-means, whose ``predict`` assigns held-out items.
 * :func:`train_test_indices`: a seeded hold-out split.
 """
 
@@ -186,12 +187,11 @@ def dirichlet(
     )
 
 
-def kmeans(features, n_clients: int, *, pca_dim: int | None = None, seed: int, n_init: int = 10) -> list[np.ndarray]:
-    """Partition items by k-means on their feature vectors, optionally after PCA (Decentralized Diffusion
-    Models' partition of the data into K clusters, there on DINOv2 embeddings).
-
-    ``sklearn.decomposition.PCA(pca_dim)`` (if ``pca_dim``) then ``sklearn.cluster.KMeans(n_clients,
-    n_init=n_init)``, both with ``random_state=seed``; clusters are numbered by their smallest item index.
+def kmeans_model(features, n_clients: int, *, pca_dim: int | None = None, seed: int, n_init: int = 10):
+    """Fit ``sklearn.decomposition.PCA(pca_dim)`` (if ``pca_dim``) then ``sklearn.cluster.KMeans(n_clients,
+    n_init=n_init)`` to ``features``, both with ``random_state=seed``, and return the fitted
+    ``sklearn.pipeline.Pipeline``: its ``predict`` assigns any items (e.g. held-out ones) to the nearest
+    centroid, with the cluster ids :func:`kmeans` uses.
 
     Args:
         features: ``[N, D]`` real array (numpy or CPU tensor), N >= n_clients.
@@ -199,27 +199,45 @@ def kmeans(features, n_clients: int, *, pca_dim: int | None = None, seed: int, n
         pca_dim: components kept before clustering, 1 <= pca_dim <= min(N, D); None clusters ``features``.
         seed: non-negative integer seed of PCA's solver and of k-means' initialisations.
         n_init: k-means restarts (the lowest inertia wins).
-
-    Returns:
-        ``n_clients`` sorted, disjoint int64 arrays covering ``range(N)``; sizes are whatever the clusters are.
     """
-    array = np.asarray(features, dtype=np.float64)
-    if array.ndim != 2 or not np.isfinite(array).all():
-        raise ValueError(f"features must be a finite [N, D] array, got shape {array.shape}")
+    array = _check_features(features)
     n_clients = check_int("n_clients", n_clients, low=1, high=array.shape[0])
     seed = check_seed(seed)
     n_init = check_int("n_init", n_init, low=1)
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
 
-    if pca_dim is not None:
-        pca_dim = check_int("pca_dim", pca_dim, low=1, high=min(array.shape))
-        array = PCA(pca_dim, random_state=seed).fit_transform(array)
-    labels = KMeans(n_clients, n_init=n_init, random_state=seed).fit_predict(array)
-    parts = [np.flatnonzero(labels == c).astype(np.int64) for c in np.unique(labels)]
-    if len(parts) != n_clients:
-        raise ValueError(f"k-means found only {len(parts)} non-empty clusters of {n_clients} (duplicate features?)")
-    return sorted(parts, key=lambda part: int(part[0]))
+    steps = [] if pca_dim is None else [PCA(check_int("pca_dim", pca_dim, low=1, high=min(array.shape)),
+                                            random_state=seed)]
+    return make_pipeline(*steps, KMeans(n_clients, n_init=n_init, random_state=seed)).fit(array)
+
+
+def _check_features(features) -> np.ndarray:
+    array = np.asarray(features, dtype=np.float64)
+    if array.ndim != 2 or not np.isfinite(array).all():
+        raise ValueError(f"features must be a finite [N, D] array, got shape {array.shape}")
+    return array
+
+
+def kmeans(features, n_clients: int, *, pca_dim: int | None = None, seed: int, n_init: int = 10) -> list[np.ndarray]:
+    """Partition items by k-means on their feature vectors, optionally after PCA (Decentralized Diffusion
+    Models' partition of the data into K clusters, there on DINOv2 embeddings): part ``c`` holds the items
+    that :func:`kmeans_model` (same arguments) assigns to cluster ``c``.
+
+    Returns:
+        ``n_clients`` sorted, disjoint int64 arrays covering ``range(N)``; sizes are whatever the clusters are.
+
+    Raises:
+        ValueError: if a cluster is empty (duplicate feature vectors).
+    """
+    labels = kmeans_model(features, n_clients, pca_dim=pca_dim, seed=seed, n_init=n_init).predict(
+        _check_features(features))
+    parts = [np.flatnonzero(labels == c).astype(np.int64) for c in range(n_clients)]
+    if any(len(part) == 0 for part in parts):
+        raise ValueError(f"k-means left {sum(len(p) == 0 for p in parts)} of {n_clients} clusters empty "
+                         "(duplicate features?)")
+    return parts
 
 
 def train_test_indices(n_items: int, test_fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
