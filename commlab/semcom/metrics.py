@@ -1,5 +1,6 @@
-"""Fidelity metrics: images per image (conventions §4: report the mean of per-image PSNRs), and text
-recognised from speech (edit distance, character and word error rates)."""
+"""Fidelity and rate metrics: images per image (conventions §4: report the mean of per-image PSNRs), text
+recognised from speech (edit distance, character and word error rates), and the rate of coded features in bits
+per feature point (:func:`bpfp`, Gao et al. 2024)."""
 
 from __future__ import annotations
 
@@ -93,3 +94,20 @@ def cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
 def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
     """Word error rate: total word edits / total reference words (whitespace-split)."""
     return _rate(refs, hyps, str.split)
+
+
+def bpfp(streams: bytes | Sequence[bytes], elements: int) -> float:
+    """Bits per feature point (Gao et al. 2024, FCM-LM): ``8 · (bytes of the bitstreams) / (feature elements)``.
+
+    Args:
+        streams: one bitstream, or a sequence of them (e.g. one per sample); every byte counts, headers included.
+        elements: the number of feature elements the bitstreams code (``F.numel()``), >= 1.
+    """
+    if isinstance(streams, bytes | bytearray):
+        streams = [streams]
+    if isinstance(streams, str) or not isinstance(streams, Sequence) or \
+            not all(isinstance(s, bytes | bytearray) for s in streams):
+        raise TypeError("streams must be bytes or a sequence of bytes")
+    if isinstance(elements, bool) or not isinstance(elements, int) or elements < 1:
+        raise ValueError(f"elements must be an integer >= 1, got {elements!r}")
+    return 8 * sum(len(s) for s in streams) / elements
