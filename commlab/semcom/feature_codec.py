@@ -96,6 +96,9 @@ def truncation_range(train_features: torch.Tensor, rule: str, *, k: float = 3.0,
             features get ``[0, μ + kσ]`` (the brief's pitfall: otherwise half the levels are wasted);
         ``"percentile"``: the ``100 − percentile`` and ``percentile`` percentiles (two-sided).
 
+    Returns ``lo`` and ``hi`` rounded to float32, the precision :func:`encode` writes them in, so that quantising
+    with them here and through a bitstream gives the same codes.
+
     Args:
         train_features: float tensor of any shape (all elements are pooled).
         k: σ multiple of the ``"sigma"`` rule, > 0.
@@ -113,6 +116,7 @@ def truncation_range(train_features: torch.Tensor, rule: str, *, k: float = 3.0,
     else:
         p = check_real_number("percentile", percentile, low=50.0, high=100.0, low_open=True)
         lo, hi = (float(v) for v in np.percentile(x.numpy(), [100.0 - p, p]))
+    lo, hi = float(np.float32(lo)), float(np.float32(hi))  # the precision the bitstream header carries
     if not lo < hi:
         raise ValueError(f"the {rule!r} rule gives an empty range [{lo}, {hi}]: the features are (nearly) constant")
     return lo, hi
@@ -122,14 +126,16 @@ def truncation_range(train_features: torch.Tensor, rule: str, *, k: float = 3.0,
 
 def quantise(features: torch.Tensor, lo: float, hi: float, bits: int) -> torch.Tensor:
     """b-bit uniform quantisation after truncation: ``q = round((clip(F, lo, hi) − lo)/(hi − lo)·(2^b − 1))``,
-    int64 codes in ``[0, 2^b − 1]`` of ``features``' shape. Round half to even; the error of
-    :func:`dequantise` is at most half a step, ``(hi − lo)/(2(2^b − 1))``, inside ``[lo, hi]``."""
+    int64 codes in ``[0, 2^b − 1]`` of ``features``' shape, computed in float32 (float64 for float64 input). Round
+    half to even; the error of :func:`dequantise` is at most half a step, ``(hi − lo)/(2(2^b − 1))``, inside
+    ``[lo, hi]`` (plus float32 rounding)."""
     if not isinstance(features, torch.Tensor):
         raise TypeError(f"features must be a torch tensor, got {type(features).__name__}")
     x = _check_features("features", features, features.ndim).detach()
     lo, hi = _check_range(lo, hi)
     levels = 2 ** _check_bits(bits) - 1
-    t = (x.double().clamp(lo, hi) - lo) / (hi - lo)  # truncate, then map [lo, hi] -> [0, 1]
+    x = x if x.dtype == torch.float64 else x.float()  # float32 arithmetic unless the features are float64
+    t = (x.clamp(lo, hi) - lo) / (hi - lo)  # truncate, then map [lo, hi] -> [0, 1]
     return torch.round(t * levels).to(torch.int64)  # q = round(t·(2^b − 1))
 
 
@@ -142,7 +148,7 @@ def dequantise(codes: torch.Tensor, lo: float, hi: float, bits: int) -> torch.Te
     levels = 2 ** _check_bits(bits) - 1
     if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) > levels):
         raise ValueError(f"codes must be in [0, {levels}] for bits={bits}")
-    return (lo + codes.double() / levels * (hi - lo)).to(torch.float32)  # F̂ = lo + q/(2^b − 1)·(hi − lo)
+    return lo + codes.float() * ((hi - lo) / levels)  # F̂ = lo + q/(2^b − 1)·(hi − lo)
 
 
 # ------------------------------------------------------------------------------------------- packing

@@ -106,6 +106,7 @@ def test_truncation_rules():
     mu, sigma = float(x.double().mean()), float(x.double().std(correction=0))
     lo, hi = fc.truncation_range(x, "sigma", k=3.0)
     assert lo == -1.0 and hi == pytest.approx(mu + 3 * sigma)  # the low end is cut to the observed minimum
+    assert hi == float(np.float32(hi))  # float32 values, as the bitstream carries them
     lo, hi = fc.truncation_range(x, "percentile", percentile=99.0)
     assert (lo, hi) == pytest.approx(tuple(np.percentile(x.numpy(), [1.0, 99.0])))
     assert hi < 1.0  # the outlier is cut
