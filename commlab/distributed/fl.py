@@ -196,14 +196,15 @@ class FederatedMethod(Method):
         clients = self.sample(t)
         local = clients[self.comm.ranks]
         rows = self._row_of[local]
-        y = self.x.expand(len(local), -1).clone()
+        start, downlink = self._download(rows, local, t)
+        y = start.clone()
         corr = (self.c - self.buffers["c"][rows]) if self.controlled else None
         for k in range(self.local_steps):
             g = grad_fn(y, local, t, k)
             if g.shape != y.shape:
                 raise ValueError(f"grad_fn returned shape {tuple(g.shape)}, expected {tuple(y.shape)}")
             y = y - self.local_lr * (g if corr is None else g + corr)
-        g_bar = (self.x - y) / (self.local_lr * self.local_steps)
+        g_bar = (start - y) / (self.local_lr * self.local_steps)
         message = self._message(rows, g_bar, y)
         payload = self._compress(message, local, t)
         decoded = self.compressor.decompress(payload)
@@ -211,12 +212,20 @@ class FederatedMethod(Method):
         everyone, uplink = self._logged("sync", lambda: self._gather(message, payload, decoded))
         self._server_update(everyone)
         self.params.copy_(self.x.expand_as(self.params))
-        downlink = self.per_round * self.downlink_vectors * self.x.numel() * self.x.element_size() * 8
         self.bits["uplink"] += uplink
         self.bits["downlink"] += downlink
         self.steps += 1
         self.events[-1].info.update(clients=tuple(clients.tolist()), uplink_bits=uplink, downlink_bits=downlink)
         return self.events[-1:]
+
+    def _download(self, rows: torch.Tensor, clients: torch.Tensor, t: int) -> tuple[torch.Tensor, int]:
+        """The local clients' starting iterates ``[L, d]`` and the round's downlink bits (all S slots).
+
+        Here every client starts from the server model x, sent dense: :attr:`downlink_vectors` vectors
+        of d values per sampled client. A subclass with a compressed download overrides this.
+        """
+        bits = self.per_round * self.downlink_vectors * self.x.numel() * self.x.element_size() * 8
+        return self.x.expand(len(rows), -1).clone(), bits
 
     def _compress(self, message: torch.Tensor, clients: torch.Tensor, t: int) -> Payload:
         if not self.compressor.random:
