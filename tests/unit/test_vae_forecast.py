@@ -109,8 +109,8 @@ def test_l1_objective_uses_one_posterior_draw():
 
 
 def test_crps_trained_prior_learns_the_spread_of_a_noisy_map():
-    # y = x + 0.5 ξ: the CRPS-trained prior samples should have a spread near 0.5; an L1-trained
-    # model with its z from the posterior has no such pressure on the prior's samples.
+    # y = x + 0.5 ξ: CRPS (a proper score) on the prior's samples should give them a spread near 0.5
+    # around a mean near x.
     g = _gen(11)
     x = torch.randn(4000, 2, generator=g)
     y = x + 0.5 * torch.randn(4000, 2, generator=g)
