@@ -21,8 +21,10 @@ the first replies read as uniform soft labels. The student decodes the reply int
 than its hidden space (the brief's ``ĥ_S``): a target in the hidden space would move with the student's
 own head while the codec learns. The losses (:meth:`MessageDistillation.losses`):
 
-* student: ``(1 − λ)·CE(ℓ_S, y) + λ·τ²·KL(softmax(sg(t̂)/τ) ‖ softmax(ℓ_S/τ))`` (learn from the reply; the
-  brief's α term in its KL form), CE on the labelled batch and the KL on the transfer batch;
+* student: ``(1 − λ)·CE(ℓ_S, y) + λ·τ²·KL(softmax(sg(t̂)/τ) ‖ softmax(A(h_S)/τ))`` with a linear reply head
+  ``A: R^{d_S} → R^C`` (learn from the reply through the hidden state; the brief's α term in a KL form), CE on
+  the labelled batch and the KL on the transfer batch. A separate head absorbs an uninformative (constant)
+  reply in its bias, so a useless channel leaves the student's own head and features alone;
 * codec (enc_S, dec_T, enc_T, dec_S): ``τ²·KL(softmax(ℓ_T/τ) ‖ softmax(t̂/τ))`` (the reply, as the student reads
   it, carries the teacher's soft labels) ``+ β·τ²·KL(softmax(sg(ℓ_S)/τ) ‖ softmax(ℓ̃_T/τ))`` (the teacher's
   reading of the question, through its own frozen head, is the student's belief; interactive only).
