@@ -37,6 +37,7 @@ HYPER = {
     "streaming_diloco": {"sync_every": 4, "fragments": 2, "overlap_steps": 1, "block": 4, "seed": 1, **OUTER},
     "noloco": {"sync_every": 3, "seed": 1, **OUTER},
     "co2": {"sync_every": 2, "gap_penalty": "relative", "penalty": 0.5, **OUTER},
+    "async_diloco": {"sync_every": 3, **OUTER},
     "gossip": {"lr": 0.05, "sync_every": 2, "schedule": Schedule.linear(1.0, 2.0), "rounds": 5, "seed": 3},
     "dgc": {"lr": lambda t: 0.05 * 0.9**t, "density": 0.25, "clip_norm": 5.0, "seed": 4},
     "onebit_adam": {"lr": 0.01, "freeze_step": 3},
@@ -74,7 +75,7 @@ def advance(method, steps):
 def test_every_method_class_is_registered_under_one_name():
     assert len(set(METHODS.values())) == len(METHODS) and set(HYPER) == set(METHODS)
     assert all(issubclass(cls, Method) for cls in METHODS.values())
-    with pytest.raises(ValueError, match="unknown method 'diloko'; the methods are co2, data_parallel"):
+    with pytest.raises(ValueError, match="unknown method 'diloko'; the methods are async_diloco, co2, data_parallel"):
         make_method("diloko", SimComm(2), torch.zeros(2, 3))
 
 
