@@ -16,12 +16,23 @@ Synthetic dynamics (torch, seeded by an explicit ``torch.Generator``):
 
 * :class:`Lorenz96` — the Lorenz-96 system with fixed-step RK4 over leading batch / ensemble axes,
   optional stochastic forcing, spin-up onto the attractor, perturbed ensemble initial conditions and
-  the leading Lyapunov exponent (module :mod:`commlab.data.lorenz96`, which also has ``energy``).
+  the leading Lyapunov exponent (module :mod:`commlab.data.lorenz96`, which also has ``energy`` and
+  ``forecast_cases``: cases × members of perturbed forecasts with an exchangeable or biased truth run).
+
+Synthetic data for single notebooks (import the module):
+
+* :mod:`~commlab.data.click_trains` — click codas with planted factors (count, rhythm, jitter, centroid,
+  a nuisance gain) and their log band energies (CDEV);
+* :mod:`~commlab.data.synthetic_captions` — a seeded caption modality paired with Fashion-MNIST images
+  (CreamFL);
+* :mod:`~commlab.data.shifts` — distribution shifts of an image set: rotations, rotated fractions,
+  class subsampling.
 
 Partitioners (numpy, seeded, one sorted int64 index array per client):
 
 * :func:`iid`, :func:`k_classes`, :func:`dirichlet`, :func:`pathological_shards` (sorted-label shards,
-  as in FedAvg's pathological non-iid split), and :func:`train_test_indices`.
+  as in FedAvg's pathological non-iid split), and :func:`train_test_indices`; PCA + k-means clusters
+  (``partition.kmeans``, ``partition.kmeans_model``).
 
 Note: the functions ``fashion_mnist``, ``digits`` and ``photos`` share their names with their
 modules, so ``commlab.data.photos`` is the function; reach a module with

@@ -14,6 +14,10 @@ them by name.
   :mod:`~commlab.distributed.onebit_adam` (1-bit Adam);
 * :mod:`~commlab.distributed.spsa` — shared-randomness SPSA, one byte per projected gradient;
 * :mod:`~commlab.distributed.fl` — federated rounds: FedAvg, Fed-EF, SCAFFOLD, SCALLION, SCAFCOM;
+* :mod:`~commlab.distributed.federated_lora` — FLASC: federated LoRA with Top-k sparse download and upload
+  (optional error feedback) on the same round driver;
+* :mod:`~commlab.distributed.representation_fl` — CreamFL: heterogeneous clients that exchange
+  representations of a public set, and the server trained from their contrastive ensemble;
 * :mod:`~commlab.distributed.outer` — DiLoCo, async DiLoCo, Streaming DiLoCo, NoLoCo, CO2, local SGD;
 * :mod:`~commlab.distributed.robust` — Byzantine-robust aggregators (``AGGREGATORS``) and attacks (``ATTACKS``);
 * :mod:`~commlab.distributed.gossip` — decentralised SGD: topologies, schedules, a single final merge;

@@ -13,4 +13,8 @@ Wasserstein; :mod:`~commlab.ensembles.sample_distances`), and the domain posteri
 Branch-Train-Merge ensemble of experts (:mod:`~commlab.ensembles.routing`), the diversity terms of
 jointly trained ensembles — Jensen gap, entropy gap (:mod:`~commlab.ensembles.diversity`) — and
 margin losses with EnsLoss's random calibrated loss derivatives
-(:mod:`~commlab.ensembles.calibrated_losses`). Sub-modules are imported directly."""
+(:mod:`~commlab.ensembles.calibrated_losses`), decentralised flow-matching experts with a time-conditioned
+router and the exact Gaussian-mixture identity (:mod:`~commlab.ensembles.decentralized_flow`; Fréchet
+distances in :mod:`~commlab.ensembles.sample_distances`), a seed-conditioned ensemble emulator (SEEDS,
+:mod:`~commlab.ensembles.emulation`) and a conditional-VAE ensemble forecaster trained with CRPS or L1
+(FuXi-ENS, :mod:`~commlab.ensembles.vae_forecast`). Sub-modules are imported directly."""

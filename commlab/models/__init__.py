@@ -4,7 +4,9 @@ character n-gram MLP language models (:mod:`~commlab.models.charlm`), stacked re
 experts (:mod:`~commlab.models.moe`), a tiny causal transformer on scaled-dot-product attention
 (:mod:`~commlab.models.transformer`), LoRA adapters for its linear layers
 (:mod:`~commlab.models.lora`), flow-matching velocity fields with their loss and ODE sampler
-(:mod:`~commlab.models.flow_matching`), and the training loop helpers (:mod:`~commlab.models.fit`).
+(:mod:`~commlab.models.flow_matching`), contrastive objectives — InfoNCE, Recall@K, contrastively weighted
+representation ensembles (:mod:`~commlab.models.contrastive`), a 1-D convolutional β-VAE
+(:mod:`~commlab.models.vae1d`), and the training loop helpers (:mod:`~commlab.models.fit`).
 
 Sub-modules are imported directly (``from commlab.models.sparse import ...``); this package
 re-exports nothing, so that importing one model family never pulls in the others.

@@ -16,7 +16,15 @@
 * :mod:`~commlab.semcom.slimmable` — slimmable split encoders: :class:`SlimmableSplitCNN` (one device head
   serving every width, per-width batch norm), its layers, the sandwich-rule trainer and the 8-bit payload;
 * :mod:`~commlab.semcom.speech` — semantic speech transmission: log-mel features, a tiny CTC recogniser,
-  token selection and a feature channel codec, CER and WER.
+  token selection and a feature channel codec, CER and WER;
+* :mod:`~commlab.semcom.feature_codec` — feature coding for machine tasks: truncate, quantise, pack and
+  code (zlib, PNG, JPEG through Pillow) with the bits counted from the bitstream; bits per feature point in
+  :mod:`~commlab.semcom.metrics`; :mod:`~commlab.semcom.entropy_coding` (rANS) and
+  :mod:`~commlab.semcom.learned_codec` (a learned factorised-prior feature codec);
+* :mod:`~commlab.semcom.interactive_distillation` — teacher and student talking over a rate-limited
+  channel: split MLPs, message channels with payload bits, KD losses, interactive and one-way distillation;
+* :mod:`~commlab.semcom.latent_causal` and :mod:`~commlab.semcom.click_properties` — CDEV: intervention
+  sweeps on generative latents with bootstrap intervals, and click-train property extractors.
 
 Channels and power normalisation are in :mod:`commlab.channels`.
 """

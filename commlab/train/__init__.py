@@ -10,8 +10,10 @@
 * :mod:`~commlab.train.elastic_dp` — data parallelism that keeps its trajectory when a rank is lost
   (micro-batches re-sliced over the survivors, per-sample random streams, a reduction whose bits do
   not depend on the world size), simulated and on real gloo ranks;
-* :mod:`~commlab.train.ft_churn` — DiLoCo under churn on real torchft replicas (kill, join, heal),
-  with the shared state's hash logged at every outer step.
+* :mod:`~commlab.train.ft_churn` — DiLoCo, async DiLoCo and a naive join under churn on real torchft
+  replicas (kill, join, heal), with the shared state's hash logged at every outer step;
+* :mod:`~commlab.train.lm` — character language-model training windows, AdamW with warm-up and cosine
+  decay, bits per character.
 
 Sub-modules are imported directly.
 """
