@@ -21,7 +21,10 @@ KL (5) summed over the D latent dimensions and averaged over the batch:
   "posterior"``) or from p (``"prior"``, the distribution the forecasts are drawn from).
 
 Forecasts (:meth:`ConditionalVAE.rollout`) are autoregressive with a fresh z ~ p at every step for
-each of M members. :class:`ResidualMLP` is the deterministic reference, ``x_t + s_Δ·g(x_t)``
+each of M members. A member whose state overflows (any entry non-finite) has **diverged**: it is no
+longer fed to the networks and stays all-NaN for the rest of the rollout, while the other members go
+on unchanged; :func:`diverged_members` marks them, so that a caller can count and score them.
+:class:`ResidualMLP` is the deterministic reference, ``x_t + s_Δ·g(x_t)``
 trained with the mean squared error of the increment.
 
 Shapes: states ``[..., K]`` (any leading batch axes), latents ``[..., D]``; float32 parameters,
@@ -90,6 +93,24 @@ def gaussian_kl(mu_q: torch.Tensor, log_sigma_q: torch.Tensor, mu_p: torch.Tenso
     var_ratio = torch.exp(2.0 * (log_sigma_q - log_sigma_p))  # σ_q²/σ_p²
     mean_term = (mu_q - mu_p) ** 2 * torch.exp(-2.0 * log_sigma_p)  # (μ_q − μ_p)²/σ_p²
     return (log_sigma_p - log_sigma_q + 0.5 * (var_ratio + mean_term) - 0.5).sum(-1)  # (5)
+
+
+def _advance(step, x: torch.Tensor) -> torch.Tensor:
+    """``step(x)`` for the members (rows of ``x [..., K]``) whose state is finite; a member with any
+    non-finite entry, before or after the step, is diverged and all-NaN afterwards. Diverged rows are
+    fed zeros (the networks refuse non-finite input), so every row keeps its place in the batch and
+    the finite members' results do not depend on the diverged ones."""
+    alive = torch.isfinite(x).all(-1, keepdim=True)
+    x_next = step(torch.where(alive, x, torch.zeros_like(x)))
+    return torch.where(alive & torch.isfinite(x_next).all(-1, keepdim=True), x_next, torch.nan)
+
+
+def diverged_members(states: torch.Tensor) -> torch.Tensor:
+    """The members of a rollout that have diverged: ``[..., K]`` states → bool ``[...]``, True where
+    the state is non-finite (rollouts keep a diverged member all-NaN from its overflow on)."""
+    if not isinstance(states, torch.Tensor) or not states.is_floating_point() or states.ndim == 0:
+        raise TypeError("states must be a floating-point torch.Tensor [..., K]")
+    return ~torch.isfinite(states).all(-1)
 
 
 class _Emulator(nn.Module):
@@ -195,7 +216,8 @@ class ConditionalVAE(_Emulator):
             generator: ``torch.Generator`` of the latents.
 
         Returns:
-            float32 ``[n_steps + 1, *batch, M, K]`` (time first, entry 0 the initial state).
+            float32 ``[n_steps + 1, *batch, M, K]`` (time first, entry 0 the initial state); a member
+            that diverged is all-NaN from the step its state overflowed (:func:`diverged_members`).
         """
         x = self._state("x0", x0)
         n_steps = check_int("n_steps", n_steps, low=0)
@@ -205,8 +227,7 @@ class ConditionalVAE(_Emulator):
         saved = [x]
         with torch.no_grad():
             for _ in range(n_steps):
-                mu, log_sigma = self.prior(x)
-                x = self.decode(x, self.reparameterise(mu, log_sigma, 1, generator)[0])
+                x = _advance(lambda x: self.decode(x, self.reparameterise(*self.prior(x), 1, generator)[0]), x)
                 saved.append(x)
         return torch.stack(saved)
 
@@ -230,12 +251,13 @@ class ResidualMLP(_Emulator):
         return x + self.step_std * self.net(self._standard(x))
 
     def rollout(self, x0: torch.Tensor, n_steps: int) -> torch.Tensor:
-        """``[*batch, K]`` → float32 ``[n_steps + 1, *batch, K]``."""
+        """``[*batch, K]`` → float32 ``[n_steps + 1, *batch, K]``; a diverged state is all-NaN from its
+        overflow on, as in :meth:`ConditionalVAE.rollout`."""
         x = self._state("x0", x0)
         saved = [x]
         with torch.no_grad():
             for _ in range(check_int("n_steps", n_steps, low=0)):
-                x = self(x)
+                x = _advance(self, x)
                 saved.append(x)
         return torch.stack(saved)
 

@@ -192,3 +192,49 @@ def test_bad_input_is_refused(call, error, match):
     y = x + 1.0
     with pytest.raises(error, match=match):
         call(model, x, y)
+
+
+def _constant_step(model: nn.Module, last: nn.Linear) -> nn.Module:
+    """Make the emulator's increment g ≡ 1, so that every step adds exactly s_Δ to each variable."""
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(1.0)
+    return model
+
+
+def test_rollout_keeps_a_diverged_member_nan_and_the_others_unchanged():
+    # s_Δ = 1e37 per step: case 0 starts at 0 (finite for the 3 steps), case 1 at 3.35e38 overflows float32
+    # (max 3.40e38) at step 1; x_std = 1e38 keeps the networks' standardised inputs small
+    scales = {"x_mean": 0.0, "x_std": 1e38, "step_std": 1e37}
+    vae = _vae(k=4, d=2, **scales)
+    vae = _constant_step(vae, vae.decoder[-1])
+    x0 = torch.tensor([[0.0] * 4, [3.35e38] * 4])
+    members = vae.rollout(x0, 3, 3, generator=_gen(0))  # [4, 2, 3, 4]
+    steps = torch.arange(4, dtype=torch.float32).view(4, 1, 1) * 1e37
+    assert torch.equal(members[:, 0], steps.expand(4, 3, 4))
+    assert torch.isnan(members[1:, 1]).all() and torch.equal(members[0, 1], x0[1].expand(3, 4))
+    diverged = vf.diverged_members(members)  # [4, 2, 3]
+    assert diverged.shape == (4, 2, 3)
+    expected = torch.tensor([False, True, True, True]).view(4, 1, 1) & torch.tensor([False, True]).view(1, 2, 1)
+    assert torch.equal(diverged, expected.expand(4, 2, 3))
+    det = vf.ResidualMLP(4, hidden=(8,), generator=_gen(1), **scales)
+    det = _constant_step(det, det.net[-1])
+    states = det.rollout(x0, 2)
+    assert torch.equal(states[:, 0], steps[:3, 0].expand(3, 4))
+    assert torch.equal(vf.diverged_members(states), torch.tensor([[False, False], [False, True], [False, True]]))
+
+
+def test_finite_rollout_is_the_plain_prior_decode_loop():
+    model = _vae(k=6, d=2)
+    x0 = torch.randn(3, 6, generator=_gen(5))
+    members = model.rollout(x0, 4, 5, generator=_gen(6))
+    gen, x, expected = _gen(6), x0.unsqueeze(-2).expand(3, 5, 6), [x0.unsqueeze(-2).expand(3, 5, 6)]
+    with torch.no_grad():
+        for _ in range(4):
+            mu, log_sigma = model.prior(x)
+            x = model.decode(x, model.reparameterise(mu, log_sigma, 1, gen)[0])
+            expected.append(x)
+    assert torch.equal(members, torch.stack(expected))
+    assert not vf.diverged_members(members).any()
+    with pytest.raises(TypeError, match="states"):
+        vf.diverged_members(torch.zeros(3, dtype=torch.int64))
