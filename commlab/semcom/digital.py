@@ -178,6 +178,15 @@ class SeparationBaseline:
         return best[1], best[2]
 
 
+def jpeg_scan_start(data: bytes) -> int:
+    """Offset of the entropy-coded data in a baseline JPEG file: just past its start-of-scan segment
+    (the marker FF DA, then the segment's 2-byte big-endian length, which counts itself)."""
+    start = data.rfind(b"\xff\xda")
+    if start < 0:
+        raise ValueError("no JPEG start-of-scan marker in the stream")
+    return start + 2 + int.from_bytes(data[start + 2:start + 4], "big")
+
+
 def jpeg_scan_bits(image: torch.Tensor, quality: int) -> tuple[int, torch.Tensor]:
     """``(bits, decoded)``: JPEG (Pillow, baseline, standard Huffman tables, 4:2:0 for colour) of one ``[C, H, W]``
     image in [0, 1] (C = 1 or 3) at ``quality`` (1..95). ``bits`` counts the entropy-coded scan (from the start
@@ -196,11 +205,7 @@ def jpeg_scan_bits(image: torch.Tensor, quality: int) -> tuple[int, torch.Tensor
     buffer = io.BytesIO()
     pil.save(buffer, format="JPEG", quality=int(quality), optimize=False)
     data = buffer.getvalue()
-    start = data.rfind(b"\xff\xda")
-    if start < 0:
-        raise RuntimeError("Pillow wrote a JPEG without a start-of-scan marker")
-    header_length = int.from_bytes(data[start + 2:start + 4], "big")
-    bits = 8 * (len(data) - (start + 2 + header_length)) + 7
+    bits = 8 * (len(data) - jpeg_scan_start(data)) + 7
     decoded = torch.from_numpy(np.array(Image.open(io.BytesIO(data)))).float() / 255.0
     decoded = decoded.unsqueeze(0) if image.shape[0] == 1 else decoded.permute(2, 0, 1)
     return bits, decoded

@@ -34,6 +34,7 @@ import torch
 
 from commlab._checks import check_choice, check_int, check_real_number
 from commlab.compress.payload import Part, Payload
+from commlab.semcom.digital import jpeg_scan_start
 
 CODECS = ("raw", "zlib", "png", "jpeg")
 """Codec names; their position is the codec id written in the header."""
@@ -201,14 +202,6 @@ def _pil_frame(codes: torch.Tensor, bits: int):
     return Image.fromarray(frame.astype(np.uint8 if bits <= 8 else np.uint16))  # mode "L" or "I;16"
 
 
-def _jpeg_scan_start(data: bytes) -> int:
-    """Offset of the entropy-coded data in a baseline JPEG: just past the start-of-scan segment."""
-    start = data.rfind(b"\xff\xda")
-    if start < 0:
-        raise ValueError("no JPEG start-of-scan marker in the stream")
-    return start + 2 + int.from_bytes(data[start + 2:start + 4], "big")
-
-
 @functools.lru_cache(maxsize=64)
 def _jpeg_headers(height: int, width: int, quality: int) -> bytes:
     """The bytes Pillow writes before the scan of a grey ``height × width`` frame at ``quality``: the standard
@@ -219,7 +212,7 @@ def _jpeg_headers(height: int, width: int, quality: int) -> bytes:
     Image.fromarray(np.zeros((height, width), dtype=np.uint8), mode="L").save(
         buffer, format="JPEG", quality=quality, optimize=False)
     data = buffer.getvalue()
-    return data[:_jpeg_scan_start(data)]
+    return data[:jpeg_scan_start(data)]
 
 
 def _encode_body(codes: torch.Tensor, bits: int, codec: str, quality: int) -> bytes:
@@ -234,7 +227,7 @@ def _encode_body(codes: torch.Tensor, bits: int, codec: str, quality: int) -> by
         return buffer.getvalue()  # the whole PNG file
     _pil_frame(codes, bits).save(buffer, format="JPEG", quality=quality, optimize=False)
     data = buffer.getvalue()
-    return data[_jpeg_scan_start(data):]  # the entropy-coded scan (with the end-of-image marker)
+    return data[jpeg_scan_start(data):]  # the entropy-coded scan (with the end-of-image marker)
 
 
 def encode(features: torch.Tensor, *, lo: float, hi: float, bits: int, codec: str,
