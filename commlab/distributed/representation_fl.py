@@ -46,6 +46,7 @@ from commlab.compress.payload import Payload
 from commlab.compress.quantize import Identity
 from commlab.data.batches import batch_indices
 from commlab.models.contrastive import WEIGHTINGS, ensemble_representations, info_nce
+from commlab.models.mlp import relu_mlp
 from commlab.seeding import seeded_init
 
 MODALITIES = ("image", "text")
@@ -53,16 +54,9 @@ OTHER = {"image": "text", "text": "image"}
 
 
 def mlp_encoder(n_in: int, hidden: Sequence[int], dim: int, *, seed: int) -> nn.Sequential:
-    """An MLP ``[B, n_in] -> [B, dim]`` with ReLU hidden layers of widths ``hidden``, initialised from ``seed``."""
-    sizes = [check_int("n_in", n_in, low=1), *(check_int("hidden", h, low=1) for h in hidden),
-             check_int("dim", dim, low=1)]
-    layers: list[nn.Module] = []
-    with seeded_init(check_seed(seed)):
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            layers.append(nn.Linear(a, b))
-            if i < len(sizes) - 2:
-                layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    """An MLP ``[B, n_in] -> [B, dim]`` with ReLU hidden layers of widths ``hidden``, initialised from ``seed``
+    (:func:`~commlab.models.mlp.relu_mlp`)."""
+    return relu_mlp((n_in, *hidden, dim), seed=seed)
 
 
 def n_params(module: nn.Module) -> int:

@@ -58,24 +58,9 @@ from commlab._checks import check_choice, check_int, check_real_number, check_se
 from commlab.channels import AWGN, complex_normal, complex_to_real, power_normalize, real_to_complex
 from commlab.compress import Identity, Uniform
 from commlab.data.batches import EpochBatches
-from commlab.seeding import seeded_init
+from commlab.models.mlp import relu_mlp
 
 CHANNEL_KINDS = ("ideal", "quantise", "awgn", "noise")
-
-
-def mlp(sizes: Sequence[int], *, seed: int) -> nn.Sequential:
-    """``nn.Sequential`` of Linear layers of widths ``sizes`` with ReLU between them (none after the last),
-    initialised (PyTorch's default) from ``seed`` without touching the global generator's state."""
-    if isinstance(sizes, int) or not isinstance(sizes, Sequence) or len(sizes) < 2:
-        raise ValueError(f"sizes must list at least an input and an output width, got {sizes!r}")
-    sizes = [check_int("sizes", n, low=1) for n in sizes]
-    layers: list[nn.Module] = []
-    with seeded_init(check_seed(seed)):
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            layers.append(nn.Linear(n_in, n_out))
-            if i < len(sizes) - 2:
-                layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
 
 
 class SplitMLP(nn.Module):
@@ -95,9 +80,9 @@ class SplitMLP(nn.Module):
         if isinstance(sizes, int) or not isinstance(sizes, Sequence) or len(sizes) < 3:
             raise ValueError(f"sizes must be (n_in, hidden..., n_classes) with a hidden layer, got {sizes!r}")
         self.sizes = tuple(check_int("sizes", n, low=1) for n in sizes)
-        body = mlp(self.sizes[:-1], seed=seed)
+        body = relu_mlp(self.sizes[:-1], seed=seed)
         self.low = nn.Sequential(*body, nn.ReLU())
-        self.up = mlp(self.sizes[-2:], seed=seed + 1)
+        self.up = relu_mlp(self.sizes[-2:], seed=seed + 1)
 
     @property
     def hidden_dim(self) -> int:
@@ -241,7 +226,7 @@ class FeatureKD(nn.Module):
     def __init__(self, student: SplitMLP, teacher_dim: int, *, weight: float = 1.0, seed: int):
         super().__init__()
         self.student = student
-        self.adapter = mlp((student.hidden_dim, check_int("teacher_dim", teacher_dim, low=1)), seed=seed)
+        self.adapter = relu_mlp((student.hidden_dim, check_int("teacher_dim", teacher_dim, low=1)), seed=seed)
         self.weight = check_real_number("weight", weight, low=0.0)
 
     def losses(self, x_lab, y_lab, x_tr, teacher_hidden, teacher_logits, generator):
@@ -294,14 +279,14 @@ class MessageDistillation(nn.Module):
         width = check_int("width", width, low=1)
         d_s, d_t = student.hidden_dim, self.teacher_dim
         seed = check_seed(seed)
-        self.reply_head = mlp((d_s, c), seed=seed + 4)
-        self.enc_t = mlp((2 * c if self.interactive else c, width, q), seed=seed + 2)
-        self.dec_s = mlp((q, width, c), seed=seed + 3)
+        self.reply_head = relu_mlp((d_s, c), seed=seed + 4)
+        self.enc_t = relu_mlp((2 * c if self.interactive else c, width, q), seed=seed + 2)
+        self.dec_s = relu_mlp((q, width, c), seed=seed + 3)
         nn.init.zeros_(self.dec_s[-1].weight)
         nn.init.zeros_(self.dec_s[-1].bias)
         if self.interactive:
-            self.enc_s = mlp((d_s, width, q), seed=seed)
-            self.dec_t = mlp((q, width, d_t), seed=seed + 1)
+            self.enc_s = relu_mlp((d_s, width, q), seed=seed)
+            self.dec_t = relu_mlp((q, width, d_t), seed=seed + 1)
 
     def round(self, x: torch.Tensor, teacher_logits: torch.Tensor, generator: torch.Generator) -> dict:
         """One exchange for the transfer batch ``x`` given the teacher's logits ``ℓ_T`` on it; returns the tensors
