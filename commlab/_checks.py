@@ -86,3 +86,13 @@ def check_real_in(name: str, value, low: float, high: float) -> float:
 def check_probability(name: str, value) -> float:
     """``value`` as a float in [0, 1]."""
     return check_real_number(name, value, low=0.0, high=1.0)
+
+
+def check_generator(generator):
+    """``generator`` if it is a ``torch.Generator`` (everything random in commlab takes one explicitly;
+    the global RNG is never used)."""
+    import torch
+
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return generator

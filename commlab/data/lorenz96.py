@@ -36,18 +36,13 @@ from typing import NamedTuple
 
 import torch
 
-from commlab._checks import check_int, check_nonnegative, check_positive, check_real_number
+from commlab._checks import check_generator, check_int, check_nonnegative, check_positive, check_real_number
 
 
 def energy(x: torch.Tensor) -> torch.Tensor:
     """E = ½ Σ_k x_k² over the last axis: ``[..., K]`` -> ``[...]``."""
     return 0.5 * (x * x).sum(-1)
 
-
-def _check_generator(generator) -> torch.Generator:
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return generator
 
 
 class Lorenz96:
@@ -132,7 +127,7 @@ class Lorenz96:
             raise ValueError(f"n_steps must be a multiple of save_every={save_every}, got {n_steps}")
         noise_std = check_nonnegative("noise_std", noise_std)
         if noise_std > 0:
-            _check_generator(generator)
+            check_generator(generator)
         elif generator is not None:
             raise ValueError("generator is only used with noise_std > 0; pass noise_std or drop generator")
         scale = noise_std * math.sqrt(self.dt)
@@ -163,7 +158,7 @@ class Lorenz96:
         Returns:
             ``[*batch_shape, K]`` states.
         """
-        _check_generator(generator)
+        check_generator(generator)
         shape = (batch_shape,) if isinstance(batch_shape, int) else tuple(batch_shape)
         shape = tuple(check_int("batch_shape", s, low=1) for s in shape)
         transient = check_nonnegative("transient", transient)
@@ -191,7 +186,7 @@ class Lorenz96:
         state = self._check_state("state", state)
         n_members = check_int("n_members", n_members, low=1)
         std = check_nonnegative("std", std)
-        _check_generator(generator)
+        check_generator(generator)
         shape = (*state.shape[:-1], n_members, self.n_variables)
         noise = torch.randn(shape, generator=generator, dtype=state.dtype, device=state.device)
         return state.unsqueeze(-2) + std * noise
@@ -232,7 +227,7 @@ class Lorenz96:
             if value % renorm_every:
                 raise ValueError(f"{name} must be a multiple of renorm_every={renorm_every}, got {value}")
         eps = check_real_number("eps", eps, low=0.0, high=1e-3, low_open=True)
-        _check_generator(generator)
+        check_generator(generator)
         u = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         y = x + eps * u / torch.linalg.vector_norm(u, dim=-1, keepdim=True)
         log_growth = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
@@ -309,7 +304,7 @@ def forecast_cases(model: Lorenz96, n_cases: int, n_members: int, n_steps: int, 
         raise ValueError(f"n_steps must be a multiple of save_every={save_every}, got {n_steps}")
     init_std = check_nonnegative("init_std", init_std)
     noise_std = check_nonnegative("noise_std", noise_std)
-    _check_generator(generator)
+    check_generator(generator)
     centre = truth_model.spin_up(n_cases, generator=generator, transient=transient, dtype=dtype,
                                  device=device)
     start = truth_model.perturbed_ensemble(centre, n_members + 1, std=init_std,

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from commlab._checks import check_int, check_probability, check_real_number
+from commlab._checks import check_generator, check_int, check_probability, check_real_number
 
 
 def _check_images(images) -> torch.Tensor:
@@ -25,11 +25,6 @@ def _check_images(images) -> torch.Tensor:
         raise ValueError(f"images must be a float tensor [N, C, H, W], got {got}")
     return images
 
-
-def _check_generator(generator) -> torch.Generator:
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return generator
 
 
 def rotate(images: torch.Tensor, degrees) -> torch.Tensor:
@@ -63,7 +58,7 @@ def rotate_fraction(images: torch.Tensor, fraction: float, degrees: float, *,
     images = _check_images(images)
     fraction = check_probability("fraction", fraction)
     degrees = check_real_number("degrees", degrees)
-    chosen = torch.randperm(len(images), generator=_check_generator(generator))[:round(fraction * len(images))]
+    chosen = torch.randperm(len(images), generator=check_generator(generator))[:round(fraction * len(images))]
     mask = torch.zeros(len(images), dtype=torch.bool)
     mask[chosen] = True
     out = images.clone()
@@ -82,7 +77,7 @@ def class_subsample(labels: torch.Tensor, keep: Mapping[int, float], *, generato
         raise ValueError(f"labels must be an int64 tensor [N], got {getattr(labels, 'shape', type(labels).__name__)}")
     if not isinstance(keep, Mapping):
         raise TypeError(f"keep must map class -> fraction kept, got {type(keep).__name__}")
-    generator = _check_generator(generator)
+    generator = check_generator(generator)
     kept = torch.ones(len(labels), dtype=torch.bool)
     for c in sorted(keep):
         c_int = check_int("keep class", c, low=0)

@@ -33,18 +33,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from commlab._checks import check_int, check_positive
+from commlab._checks import check_generator, check_int, check_positive
 from commlab.models.flow_matching import TimeEmbedding, Velocity
 from commlab.seeding import seeded_init
 
 RouterProbs = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``router(x [B, d], t [B]) → probabilities [B, K]`` (rows sum to one)."""
 
-
-def _generator(generator) -> torch.Generator:
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return generator
 
 
 def _check_probs(probs: torch.Tensor) -> torch.Tensor:
@@ -139,7 +134,7 @@ class TimeRouter(nn.Module):
         self.time = TimeEmbedding(time_dim) if time_dim else None
         sizes = [dim + time_dim, *widths]
         layers: list[nn.Module] = []
-        with seeded_init(int(torch.randint(2**62, (), generator=_generator(generator)))):
+        with seeded_init(int(torch.randint(2**62, (), generator=check_generator(generator)))):
             for a, b in zip(sizes[:-1], sizes[1:], strict=True):
                 layers += [nn.Linear(a, b), nn.SiLU()]
             layers.append(nn.Linear(sizes[-1], n_experts))
@@ -183,7 +178,7 @@ def fit_router(router: TimeRouter, data: torch.Tensor, labels: torch.Tensor, *, 
     steps = check_int("steps", steps, low=1)
     batch_size = check_int("batch_size", batch_size, low=1)
     lr = check_positive("lr", lr)
-    generator = _generator(generator)
+    generator = check_generator(generator)
     opt = torch.optim.Adam(router.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     losses = np.empty(steps)
@@ -207,7 +202,7 @@ def router_accuracy(router: TimeRouter, data: torch.Tensor, labels: torch.Tensor
     """Accuracy ``[len(times)]`` of the router's arg-max on every row of ``data`` noised at each fixed t in
     ``times`` (one ε draw per row and t), against the cluster ids ``labels``."""
     _check_labelled(data, labels, router.n_experts)
-    generator = _generator(generator)
+    generator = check_generator(generator)
     out = np.empty(len(times))
     for i, t in enumerate(times):
         t = torch.full((data.shape[0],), float(t), dtype=data.dtype)
@@ -262,7 +257,7 @@ class GaussianMixture:
     def sample(self, n: int, *, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` draws: (x₀ [n, d] float64, component ids [n] int64)."""
         n = check_int("n", n, low=1)
-        m = torch.multinomial(self.weights, n, replacement=True, generator=_generator(generator))
+        m = torch.multinomial(self.weights, n, replacement=True, generator=check_generator(generator))
         eps = torch.randn((n, self.dim), dtype=torch.float64, generator=generator)
         return self.means[m] + self.stds[m, None] * eps, m
 

@@ -38,14 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from commlab._checks import check_choice, check_int
+from commlab._checks import check_choice, check_generator, check_int
 from commlab.models.flow_matching import FlowMatchingMLP, fit_flow_matching, sample_ode
-
-
-def _generator(generator) -> torch.Generator:
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return generator
 
 
 def _states(name: str, x, *, min_rows: int = 1, n_variables: int | None = None) -> torch.Tensor:
@@ -145,7 +139,7 @@ def sample_seed_gaussian(seeds: torch.Tensor, spread, n_members: int, *,
     """``n_members`` draws per case from :func:`seed_gaussian`: ``[N, n_members, K]``."""
     mean, std = seed_gaussian(seeds, spread)
     n_members = check_int("n_members", n_members, low=1)
-    noise = torch.randn((mean.shape[0], n_members, mean.shape[1]), generator=_generator(generator),
+    noise = torch.randn((mean.shape[0], n_members, mean.shape[1]), generator=check_generator(generator),
                         dtype=mean.dtype)
     return mean.unsqueeze(1) + std.unsqueeze(1) * noise
 
@@ -171,7 +165,7 @@ class SeedEmulator(nn.Module):
         self.n_variables = check_int("n_variables", n_variables, low=1)
         self.n_seeds = check_int("n_seeds", n_seeds, low=1)
         self.velocity = FlowMatchingMLP(n_variables, hidden=hidden, cond_dim=n_seeds * n_variables,
-                                        time_dim=time_dim, generator=_generator(generator), dtype=dtype)
+                                        time_dim=time_dim, generator=check_generator(generator), dtype=dtype)
         self.dtype = dtype
         for name in ("clim_mean", "clim_std", "spread"):
             self.register_buffer(name, torch.full((n_variables,), float("nan"), dtype=dtype))
@@ -241,7 +235,7 @@ class SeedEmulator(nn.Module):
         n_members = check_int("n_members", n_members, low=1)
         method = check_choice("method", method, ("euler", "heun"))
         cond = self.features(seeds).repeat_interleave(n_members, dim=0)          # [N·M, S·K]
-        noise = torch.randn((cond.shape[0], self.n_variables), generator=_generator(generator), dtype=self.dtype)
+        noise = torch.randn((cond.shape[0], self.n_variables), generator=check_generator(generator), dtype=self.dtype)
         r0 = sample_ode(self.velocity, noise, steps=steps, method=method, cond=cond)
         r0 = r0.reshape(seeds.shape[0], n_members, self.n_variables)
         return seeds.mean(1, keepdim=True) + self.spread * r0                    # x = s̄ + s_pool·r₀

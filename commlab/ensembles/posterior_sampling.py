@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from commlab._checks import check_int, check_positive, check_real_number
+from commlab._checks import check_generator, check_int, check_positive, check_real_number
 from commlab.seeding import seeded_init
 
 Score = Callable[[torch.Tensor, float], torch.Tensor]
@@ -64,11 +64,6 @@ def _points(x, d: int) -> torch.Tensor:
         raise ValueError(f"x must be [N, {d}], got shape {tuple(x.shape)}")
     return x
 
-
-def _generator(generator) -> torch.Generator:
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return generator
 
 
 class VPSDE:
@@ -99,7 +94,7 @@ class VPSDE:
         """A draw of ``x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε`` for ``x0`` ``[N, d]``."""
         x0 = _matrix("x0", x0, 2)
         a = self.alpha_bar(t)
-        eps = torch.randn(x0.shape, dtype=DTYPE, generator=_generator(generator))
+        eps = torch.randn(x0.shape, dtype=DTYPE, generator=check_generator(generator))
         return math.sqrt(a) * x0 + math.sqrt(1 - a) * eps
 
 
@@ -188,7 +183,7 @@ class GaussianMixture:
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` exact draws, ``[n, d]``."""
         check_int("n", n, low=1)
-        generator = _generator(generator)
+        generator = check_generator(generator)
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         eps = torch.randn((n, self.d), dtype=DTYPE, generator=generator)
         return self.means[k] + torch.einsum("nij,nj->ni", self._chol[k], eps)
@@ -251,7 +246,7 @@ def systematic_resample(log_weights: torch.Tensor, generator: torch.Generator) -
     lw = _matrix("log_weights", log_weights, 1)
     n = lw.shape[0]
     w = torch.softmax(lw, 0)
-    u = (torch.rand((), dtype=DTYPE, generator=_generator(generator)) + torch.arange(n, dtype=DTYPE)) / n
+    u = (torch.rand((), dtype=DTYPE, generator=check_generator(generator)) + torch.arange(n, dtype=DTYPE)) / n
     return torch.searchsorted(torch.cumsum(w, 0), u).clamp(max=n - 1)
 
 
@@ -311,7 +306,7 @@ def weighted_particles(score: Score, sde: VPSDE, obs: LinearGaussianObservation,
     threshold = check_real_number("ess_threshold", ess_threshold, low=0.0, high=1.0)
     if reweighting not in ("transition", "rate"):
         raise ValueError(f"reweighting must be 'transition' or 'rate', got {reweighting!r}")
-    generator = _generator(generator)
+    generator = check_generator(generator)
     eye, eye_m = torch.eye(d, dtype=DTYPE), torch.eye(obs.A.shape[0], dtype=DTYPE)
     P = obs.A.T @ obs.A / obs.noise_std**2
     b = obs.A.T @ obs.y / obs.noise_std**2                                        # ∇μ_y = P x − b
@@ -368,7 +363,7 @@ def twisted_smc(score: Score, twist: Twist, sde: VPSDE, obs: LinearGaussianObser
     if not isinstance(twist, Twist):
         raise TypeError(f"twist must be a Twist, got {type(twist).__name__}")
     threshold = check_real_number("ess_threshold", ess_threshold, low=0.0, high=1.0)
-    generator = _generator(generator)
+    generator = check_generator(generator)
     grid = sde.grid(steps, t_min)
     m = obs.A.shape[0]
     log_norm = -0.5 * m * math.log(2 * math.pi * obs.noise_std**2)
@@ -406,7 +401,7 @@ def reverse_sde(score: Score, sde: VPSDE, n: int, d: int, *, steps: int, generat
     """Euler–Maruyama on the reverse SDE ``dx = [½βx + β ∇log p_t] ds + √β dW̄`` from ``N(0, I)``, ``[n, d]``."""
     check_int("n", n, low=1)
     check_int("d", d, low=1)
-    generator = _generator(generator)
+    generator = check_generator(generator)
     grid = sde.grid(steps, t_min)
     x = torch.randn((n, d), dtype=DTYPE, generator=generator)
     for i in range(steps):
@@ -424,7 +419,7 @@ def dps(score: Score, sde: VPSDE, obs: LinearGaussianObservation, n: int, d: int
     ``x̂_0 = (x + (1 − ᾱ_t) s(x, t)) / √ᾱ_t`` (ζ = ``step_size``, gradient by autograd)."""
     _check_sampler(n, steps, obs, d)
     zeta = check_positive("step_size", step_size)
-    generator = _generator(generator)
+    generator = check_generator(generator)
     grid = sde.grid(steps, t_min)
     x = torch.randn((n, d), dtype=DTYPE, generator=generator)
     for i in range(steps):
@@ -455,7 +450,7 @@ def fit_score(samples: torch.Tensor, sde: VPSDE, *, generator: torch.Generator, 
     check_int("batch_size", batch_size, low=1)
     lr = check_positive("lr", lr)
     check_real_number("t_min", t_min, low=0.0, high=1.0)
-    generator = _generator(generator)
+    generator = check_generator(generator)
     d = x0.shape[1]
     with seeded_init(int(torch.randint(2**62, (), generator=generator))):
         net = torch.nn.Sequential(torch.nn.Linear(d + 1, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden),
@@ -495,7 +490,7 @@ def random_walk_metropolis(log_density: Callable[[torch.Tensor], torch.Tensor], 
     scales = torch.as_tensor(scales, dtype=DTYPE).reshape(-1)
     if scales.numel() == 0 or bool((scales <= 0).any()) or not bool(torch.isfinite(scales).all()):
         raise ValueError(f"scales must be positive finite numbers, got {scales.tolist()}")
-    generator = _generator(generator)
+    generator = check_generator(generator)
     lp = log_density(x)
     out, accepted = torch.empty((steps, *x.shape), dtype=DTYPE), 0
     for i in range(steps):

@@ -48,7 +48,14 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from commlab._checks import check_choice, check_int, check_nonnegative, check_positive, check_real_number
+from commlab._checks import (
+    check_choice,
+    check_generator,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_real_number,
+)
 from commlab.ensembles.scores import crps_ensemble
 from commlab.seeding import seeded_init
 
@@ -58,11 +65,6 @@ OBJECTIVES = ("l1", "crps", "mse")
 
 Z_SOURCES = ("posterior", "prior")
 
-
-def _generator(generator) -> torch.Generator:
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return generator
 
 
 def _mlp(n_in: int, hidden: Sequence[int], n_out: int) -> nn.Sequential:
@@ -159,7 +161,7 @@ class ConditionalVAE(_Emulator):
         self.latent_dim = check_int("latent_dim", latent_dim, low=1)
         hidden = _hidden(hidden)
         k, d = self.n_variables, self.latent_dim
-        with seeded_init(int(torch.randint(2**62, (), generator=_generator(generator)))):
+        with seeded_init(int(torch.randint(2**62, (), generator=check_generator(generator)))):
             self.prior_net = _mlp(k, hidden, 2 * d)  # x_t → (μ_p, ln σ_p)          (1)
             self.posterior_net = _mlp(2 * k, hidden, 2 * d)  # (x_t, Δx) → (μ_q, ln σ_q)  (2)
             self.decoder = _mlp(k + d, hidden, k)  # (x_t, z) → g                    (3)
@@ -191,7 +193,7 @@ class ConditionalVAE(_Emulator):
                        generator: torch.Generator) -> torch.Tensor:
         """``n_samples`` draws z = μ + σ ⊙ ε (4), ε from ``generator``: ``[..., D]`` → ``[n, ..., D]``."""
         n_samples = check_int("n_samples", n_samples, low=1)
-        eps = torch.randn((n_samples, *mu.shape), generator=_generator(generator), dtype=mu.dtype)
+        eps = torch.randn((n_samples, *mu.shape), generator=check_generator(generator), dtype=mu.dtype)
         return mu + torch.exp(log_sigma) * eps  # (4)
 
     def sample(self, x: torch.Tensor, n_samples: int, *, generator: torch.Generator,
@@ -222,7 +224,7 @@ class ConditionalVAE(_Emulator):
         x = self._state("x0", x0)
         n_steps = check_int("n_steps", n_steps, low=0)
         n_members = check_int("n_members", n_members, low=1)
-        _generator(generator)
+        check_generator(generator)
         x = x.unsqueeze(-2).expand(*x.shape[:-1], n_members, self.n_variables)
         saved = [x]
         with torch.no_grad():
@@ -242,7 +244,7 @@ class ResidualMLP(_Emulator):
                  x_std: float = 1.0, step_std: float = 1.0, generator: torch.Generator):
         super().__init__(n_variables, x_mean, x_std, step_std)
         hidden = _hidden(hidden)
-        with seeded_init(int(torch.randint(2**62, (), generator=_generator(generator)))):
+        with seeded_init(int(torch.randint(2**62, (), generator=check_generator(generator)))):
             self.net = _mlp(self.n_variables, hidden, self.n_variables)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -298,7 +300,7 @@ def emulator_loss(model: ConditionalVAE | ResidualMLP, x: torch.Tensor, y: torch
         err = (model(x) - y) / model.step_std
         mse = (err * err).mean()
         return LossTerms(mse, mse, torch.zeros((), dtype=mse.dtype))
-    _generator(generator)
+    check_generator(generator)
     beta = check_nonnegative("beta", beta)
     check_choice("crps_z_source", crps_z_source, Z_SOURCES)
     mu_p, ls_p = model.prior(x)
@@ -341,7 +343,7 @@ def fit_emulator(model: ConditionalVAE | ResidualMLP, x: torch.Tensor, y: torch.
     batch_size = check_int("batch_size", batch_size, low=1)
     lr = check_positive("lr", lr)
     check_choice("lr_decay", lr_decay, ("cosine", "constant"))
-    _generator(generator)
+    check_generator(generator)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     history: dict[str, list[float]] = {"loss": [], "reconstruction": [], "kl": []}
     for step in range(steps):

@@ -34,17 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from commlab._checks import check_choice, check_int, check_positive
+from commlab._checks import check_choice, check_generator, check_int, check_positive
 from commlab.seeding import seeded_init
 
 Velocity = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 """``velocity(x [B, d], t [B], cond [B, c] or None) → v [B, d]``."""
 
-
-def _generator(generator) -> torch.Generator:
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return generator
 
 
 def _times(t, batch: int, dtype: torch.dtype) -> torch.Tensor:
@@ -101,7 +96,7 @@ class FlowMatchingMLP(nn.Module):
         self.time = TimeEmbedding(time_dim).to(dtype)
         sizes = [dim + time_dim + cond_dim, *widths]
         layers: list[nn.Module] = []
-        with seeded_init(int(torch.randint(2**62, (), generator=_generator(generator)))):
+        with seeded_init(int(torch.randint(2**62, (), generator=check_generator(generator)))):
             for a, b in zip(sizes[:-1], sizes[1:], strict=True):
                 layers += [nn.Linear(a, b, dtype=dtype), nn.SiLU()]
             layers.append(nn.Linear(sizes[-1], dim, dtype=dtype))
@@ -127,7 +122,7 @@ def flow_matching_loss(velocity: Velocity, x0: torch.Tensor, *, generator: torch
     [B, d] from ``generator`` and returns the scalar mean over the batch of ‖v(x_t, t, c) − (ε − x₀)‖²."""
     if x0.ndim != 2 or x0.shape[0] == 0:
         raise ValueError(f"x0 must be [B >= 1, d], got shape {tuple(x0.shape)}")
-    generator = _generator(generator)
+    generator = check_generator(generator)
     t = torch.rand(x0.shape[0], dtype=x0.dtype, generator=generator)
     eps = torch.randn(x0.shape, dtype=x0.dtype, generator=generator)
     xt = (1 - t[:, None]) * x0 + t[:, None] * eps                                  # x_t = (1 − t)x₀ + tε
@@ -146,7 +141,7 @@ def fit_flow_matching(model: nn.Module, data: torch.Tensor, *, steps: int, batch
     steps = check_int("steps", steps, low=1)
     batch_size = check_int("batch_size", batch_size, low=1)
     lr = check_positive("lr", lr)
-    generator = _generator(generator)
+    generator = check_generator(generator)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     losses = np.empty(steps)

@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import torch
 
-from commlab._checks import check_choice, check_int, check_nonnegative, check_positive, check_real_in
+from commlab._checks import check_choice, check_generator, check_int, check_nonnegative, check_positive, check_real_in
 
 __all__ = ["check_choice", "check_dtype", "check_generator", "check_int", "check_nonnegative", "check_positive",
            "check_real_in", "check_tensor"]
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
-
-
-def check_generator(generator) -> torch.Generator:
-    """``generator`` if it is a ``torch.Generator`` (problems never use the global RNG)."""
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return generator
 
 
 def check_dtype(dtype) -> torch.dtype:
